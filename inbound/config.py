@@ -1,0 +1,271 @@
+"""Load and validate config.ini into typed, read-only settings.
+
+Every key of SPEC §4 is known here with its type and default; an unknown section or
+key, or a value of the wrong type, raises ConfigError whose message is one line naming
+the file, the section and the key.  Relative paths (spool, handlers dir, outbox, log,
+TLS files, DKIM key) are made absolute against the config file's folder.
+
+This module does not open sockets, create folders or import handlers.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import socket
+from dataclasses import dataclass, field
+
+
+class ConfigError(Exception):
+    """A config problem, its message a single line: 'FILE: [section] key: what is wrong'."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    hostname: str
+    domains: tuple[str, ...]
+    max_message_size: int
+    max_recipients: int
+    command_timeout: float
+    data_timeout: float
+    spool: str
+    log: str
+    log_level: str
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    certificate: str
+    key: str
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    dir: str
+    timeout: float
+    retry_for: float
+    keep_done: float
+    catchall: str
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    spf: bool
+    dkim: bool
+    dmarc: bool
+    arc: bool
+    dmarc_reject: bool
+    dns_servers: tuple[tuple[str, int], ...]
+    dns_timeout: float
+
+
+@dataclass(frozen=True)
+class ReplySettings:
+    transport: str
+    outbox: str
+    sendmail: str
+    smtp_host: str
+    smtp_port: int
+    smtp_user: str
+    smtp_password: str
+    smtp_starttls: bool
+    from_: str
+    require_auth: bool
+    dkim_domain: str
+    dkim_selector: str
+    dkim_key: str
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    server: ServerSettings
+    tls: TLSSettings
+    handlers: HandlerSettings
+    checks: CheckSettings
+    reply: ReplySettings
+    routes: tuple[tuple[str, str], ...] = ()
+    handler_config: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def is_local_domain(self, domain: str) -> bool:
+        return domain.lower().rstrip(".") in self.server.domains
+
+    def settings_for(self, handler: str) -> dict[str, str]:
+        """The [handler.NAME] section of one handler (empty when there is none)."""
+        return dict(self.handler_config.get(handler, {}))
+
+
+# Each key: (kind, default).  Kinds: str, path, int, float, bool, list, choice:a|b, servers.
+SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
+    "server": {
+        "hostname": ("str", ""),
+        "domains": ("list", ""),
+        "max_message_size": ("int", "26214400"),
+        "max_recipients": ("int", "100"),
+        "command_timeout": ("float", "300"),
+        "data_timeout": ("float", "600"),
+        "spool": ("path", "/var/spool/mailserver"),
+        "log": ("log", "syslog"),
+        "log_level": ("choice:debug|info|warning|error", "info"),
+    },
+    "tls": {
+        "certificate": ("path", ""),
+        "key": ("path", ""),
+    },
+    "handlers": {
+        "dir": ("path", "handlers"),
+        "timeout": ("float", "300"),
+        "retry_for": ("float", "432000"),
+        "keep_done": ("float", "0"),
+        "catchall": ("str", ""),
+    },
+    "checks": {
+        "spf": ("bool", "yes"),
+        "dkim": ("bool", "yes"),
+        "dmarc": ("bool", "yes"),
+        "arc": ("bool", "yes"),
+        "dmarc_reject": ("bool", "no"),
+        "dns_servers": ("servers", ""),
+        "dns_timeout": ("float", "5"),
+    },
+    "reply": {
+        "transport": ("choice:sendmail|smtp|mx|outbox", "sendmail"),
+        "outbox": ("path", "var/outbox"),
+        "sendmail": ("str", "/usr/sbin/sendmail -oi -t"),
+        "smtp_host": ("str", "localhost"),
+        "smtp_port": ("int", "25"),
+        "smtp_user": ("str", ""),
+        "smtp_password": ("str", ""),
+        "smtp_starttls": ("bool", "yes"),
+        "from": ("str", ""),
+        "require_auth": ("bool", "yes"),
+        "dkim_domain": ("str", ""),
+        "dkim_selector": ("str", ""),
+        "dkim_key": ("path", ""),
+    },
+}
+
+BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
+            "no": False, "false": False, "off": False, "0": False}
+
+
+def default_path() -> str:
+    """--config is handled by the caller; then $MAILSERVER_CONFIG, then config.ini beside mailserver.py."""
+    env = os.environ.get("MAILSERVER_CONFIG")
+    if env:
+        return env
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.ini")
+
+
+def load(path: str) -> Config:
+    """Read and validate PATH; raise ConfigError (one line) on any problem."""
+    path = os.path.abspath(path)
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
+        default_section="\x00none",
+    )
+    parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid UTF-8") from None
+    except configparser.Error as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"{path}: {first}") from None
+    base = os.path.dirname(path)
+    values: dict[str, dict[str, object]] = {}
+    for section, keys in SCHEMA.items():
+        given = parser[section] if parser.has_section(section) else {}
+        for key in given:
+            if key not in keys:
+                raise ConfigError(f"{path}: [{section}] {key}: unknown key")
+        values[section] = {
+            key: _convert(path, base, section, key, kind, given.get(key, default))
+            for key, (kind, default) in keys.items()
+        }
+    routes: list[tuple[str, str]] = []
+    handler_config: dict[str, dict[str, str]] = {}
+    for section in parser.sections():
+        if section in SCHEMA:
+            continue
+        if section == "routes":
+            routes = [(pattern.lower(), name.strip()) for pattern, name in parser[section].items()]
+            for pattern, name in routes:
+                if not name:
+                    raise ConfigError(f"{path}: [routes] {pattern}: empty handler name")
+        elif section.startswith("handler.") and len(section) > len("handler."):
+            handler_config[section[len("handler."):]] = dict(parser[section])
+        else:
+            raise ConfigError(f"{path}: [{section}]: unknown section")
+    server = values["server"]
+    if not server["hostname"]:
+        server["hostname"] = socket.getfqdn()
+    if not server["domains"]:
+        raise ConfigError(f"{path}: [server] domains: no domain given; mail would be refused")
+    server["domains"] = tuple(d.lower().rstrip(".") for d in server["domains"])  # type: ignore[attr-defined]
+    tls = values["tls"]
+    if bool(tls["certificate"]) != bool(tls["key"]):
+        missing = "key" if tls["certificate"] else "certificate"
+        raise ConfigError(f"{path}: [tls] {missing}: certificate and key go together")
+    reply = values["reply"]
+    reply["from_"] = reply.pop("from")
+    return Config(
+        path=path,
+        server=ServerSettings(**server),  # type: ignore[arg-type]
+        tls=TLSSettings(**tls),  # type: ignore[arg-type]
+        handlers=HandlerSettings(**values["handlers"]),  # type: ignore[arg-type]
+        checks=CheckSettings(**values["checks"]),  # type: ignore[arg-type]
+        reply=ReplySettings(**reply),  # type: ignore[arg-type]
+        routes=tuple(routes),
+        handler_config=handler_config,
+    )
+
+
+def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) -> object:
+    raw = raw.strip()
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError(f"{path}: [{section}] {key}: {what}, got {raw!r}")
+
+    if kind == "str":
+        return raw
+    if kind == "path":
+        return os.path.normpath(os.path.join(base, raw)) if raw else ""
+    if kind == "log":
+        return raw if raw in ("syslog", "") else os.path.normpath(os.path.join(base, raw))
+    if kind in ("int", "float"):
+        try:
+            number = int(raw) if kind == "int" else float(raw)
+        except ValueError:
+            raise bad(f"expected a{'n integer' if kind == 'int' else ' number'}") from None
+        if number < 0 or number != number:
+            raise bad("expected a number >= 0")
+        return number
+    if kind == "bool":
+        if raw.lower() not in BOOLEANS:
+            raise bad("expected yes or no")
+        return BOOLEANS[raw.lower()]
+    if kind == "list":
+        return tuple(item.strip() for item in raw.split(",") if item.strip())
+    if kind.startswith("choice:"):
+        choices = kind[len("choice:"):].split("|")
+        if raw.lower() not in choices:
+            raise bad("expected one of " + ", ".join(choices))
+        return raw.lower()
+    if kind == "servers":
+        servers = []
+        for item in raw.replace(",", " ").split():
+            host, port = item, "53"
+            if item.startswith("["):  # [::1]:5353
+                host, _, rest = item[1:].partition("]")
+                port = rest[1:] if rest.startswith(":") else "53"
+            elif item.count(":") == 1:
+                host, port = item.split(":")
+            if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+                raise bad("expected HOST or HOST:PORT, comma separated")
+            servers.append((host, int(port)))
+        return tuple(servers)
+    raise AssertionError(kind)

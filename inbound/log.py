@@ -1,0 +1,90 @@
+"""Logging without the cost of `logging`: syslog (facility mail) or a file, never stdout.
+
+In inetd mode stdout and stderr may be the client's socket, so nothing here writes to
+them unless the config names a file such as /dev/stderr on purpose (the dev config does,
+for `listen`).  `summary()` writes the one key=value line per connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import syslog
+import time
+
+LEVELS = {"debug": 0, "info": 1, "warning": 2, "error": 3}
+_PRIORITY = {0: syslog.LOG_DEBUG, 1: syslog.LOG_INFO, 2: syslog.LOG_WARNING, 3: syslog.LOG_ERR}
+_target = "syslog"
+_threshold = 1
+_fd: int | None = None
+_tag = "mailserver"
+
+
+def setup(target: str, level: str = "info", tag: str = "mailserver") -> None:
+    """target: 'syslog', a file path, or '' (discard)."""
+    global _target, _threshold, _fd, _tag
+    _target, _threshold, _tag = target, LEVELS.get(level, 1), tag
+    if _fd is not None and _fd > 2:
+        os.close(_fd)
+    _fd = None
+    if target == "syslog":
+        syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+    elif target:
+        try:
+            _fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        except OSError:
+            _target = "syslog"  # a log file we cannot open must not stop mail
+            syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+
+
+def _write(level: int, message: str, args: tuple[object, ...]) -> None:
+    if level < _threshold:
+        return
+    if args:
+        try:
+            message = message % args
+        except (TypeError, ValueError):
+            message = f"{message} {args!r}"
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    if _target == "syslog":
+        syslog.syslog(_PRIORITY[level], message)
+    elif _fd is not None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        name = ("debug", "info", "warning", "error")[level]
+        line = f"{stamp} {_tag}[{os.getpid()}] {name}: {message}\n"
+        try:
+            os.write(_fd, line.encode("utf-8", "replace"))
+        except OSError:
+            pass
+
+
+def debug(message: str, *args: object) -> None:
+    _write(0, message, args)
+
+
+def info(message: str, *args: object) -> None:
+    _write(1, message, args)
+
+
+def warning(message: str, *args: object) -> None:
+    _write(2, message, args)
+
+
+def error(message: str, *args: object) -> None:
+    _write(3, message, args)
+
+
+def summary(**fields: object) -> None:
+    """One key=value line; values with spaces or quotes are quoted."""
+    parts = []
+    for key, value in fields.items():
+        text = str(value)
+        if not text or any(c in text for c in ' "=\\'):
+            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        parts.append(f"{key}={text}")
+    info(" ".join(parts))
+
+
+def stderr(message: str) -> None:
+    """For CLI commands (not inetd mode): one line to stderr."""
+    sys.stderr.write(message.rstrip("\n") + "\n")

@@ -1,0 +1,179 @@
+"""The spool: where a message lives from its first byte until its handlers are done.
+
+Layout under `[server] spool` (SPEC §6); each message is one folder named by its queue id:
+
+    incoming/ID/   being received: `message` (our Received: + the data as it came, CRLF)
+                   and `envelope.json` (sender, recipients, client, ...)
+    queue/ID/      accepted: the final 250 was or is about to be sent; `state.json` keeps
+                   each handler's outcome and the attempt history
+    done/ID/       handled, kept for `[handlers] keep_done` days
+    failed/ID/     refused by a handler or out of retries; never deleted by us
+
+A message moves between folders by one atomic rename() of its folder, after fsync of its
+files and of the folder, so whatever is killed when, an accepted message is in exactly one
+place.  Whoever works on a message holds flock() on its folder; the lock follows the
+folder across renames, so `queue --run` never runs a message another process holds.
+
+This module knows files, not SMTP and not handlers.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from typing import IO, Any
+
+FOLDERS = ("incoming", "queue", "done", "failed")
+MESSAGE = "message"
+ENVELOPE = "envelope.json"
+STATE = "state.json"
+
+_counter = 0
+
+
+def new_queue_id() -> str:
+    """Unique across processes (pid), sortable by time: 13 hex digits of µs, pid, counter."""
+    global _counter
+    _counter += 1
+    return f"{time.time_ns() // 1000:013X}{os.getpid():06X}{_counter:02X}"
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Replace PATH atomically with DATA as JSON, fsync'ed (file and folder)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path))
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+class Spool:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def folder(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def path(self, folder: str, queue_id: str, *name: str) -> str:
+        return os.path.join(self.root, folder, queue_id, *name)
+
+    def ensure(self) -> None:
+        for name in FOLDERS:
+            os.makedirs(self.folder(name), mode=0o750, exist_ok=True)
+
+    def receive(self) -> Incoming:
+        """Start a new message in incoming/ (creating the spool folders if needed)."""
+        self.ensure()
+        while True:
+            queue_id = new_queue_id()
+            try:
+                os.mkdir(self.path("incoming", queue_id), 0o750)
+                return Incoming(self, queue_id)
+            except FileExistsError:
+                continue
+
+    def ids(self, folder: str) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.folder(folder)) if not n.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def where(self, queue_id: str) -> str | None:
+        for folder in FOLDERS:
+            if os.path.isdir(self.path(folder, queue_id)):
+                return folder
+        return None
+
+    def move(self, queue_id: str, src: str, dst: str) -> None:
+        os.makedirs(self.folder(dst), mode=0o750, exist_ok=True)
+        os.rename(self.path(src, queue_id), self.path(dst, queue_id))
+        fsync_dir(self.folder(dst))
+        fsync_dir(self.folder(src))
+
+    def remove(self, folder: str, queue_id: str) -> None:
+        top = self.path(folder, queue_id)
+        for name in os.listdir(top):
+            os.unlink(os.path.join(top, name))
+        os.rmdir(top)
+
+    def lock(self, folder: str, queue_id: str) -> int | None:
+        """flock the message's folder; an fd to keep (the lock) or None when someone has it."""
+        try:
+            fd = os.open(self.path(folder, queue_id), os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+
+class Incoming:
+    """A message being received: write() its bytes, then commit() or abort()."""
+
+    def __init__(self, spool: Spool, queue_id: str) -> None:
+        self.spool = spool
+        self.queue_id = queue_id
+        self.dir = spool.path("incoming", queue_id)
+        self.lock_fd = spool.lock("incoming", queue_id)
+        fd = os.open(os.path.join(self.dir, MESSAGE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        self.file: IO[bytes] = os.fdopen(fd, "wb", buffering=256 * 1024)
+        self.size = 0
+
+    @property
+    def message_path(self) -> str:
+        return os.path.join(self.dir, MESSAGE)
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
+
+    def finish(self, envelope: dict[str, Any]) -> None:
+        """Everything on disk and fsync'ed in incoming/ (still not accepted)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        write_json(os.path.join(self.dir, ENVELOPE), envelope)
+
+    def commit(self) -> None:
+        """Accept: one atomic rename into queue/; after this the 250 may be sent."""
+        self.spool.move(self.queue_id, "incoming", "queue")
+        self.dir = self.spool.path("queue", self.queue_id)
+
+    def abort(self) -> None:
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        try:
+            self.spool.remove("incoming", self.queue_id)
+        except OSError:
+            pass
+        self.release()
+
+    def release(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
