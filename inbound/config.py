@@ -145,8 +145,16 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-BOOLEANS = {"yes": True, "true": True, "on": True, "1": True,
-            "no": False, "false": False, "off": False, "0": False}
+BOOLEANS = {
+    "yes": True,
+    "true": True,
+    "on": True,
+    "1": True,
+    "no": False,
+    "false": False,
+    "off": False,
+    "0": False,
+}
 
 
 def default_path() -> str:
@@ -161,7 +169,9 @@ def load(path: str) -> Config:
     """Read and validate PATH; raise ConfigError (one line) on any problem."""
     path = os.path.abspath(path)
     parser = configparser.ConfigParser(
-        interpolation=None, inline_comment_prefixes=(";", "#"), strict=True,
+        interpolation=None,
+        inline_comment_prefixes=(";", "#"),
+        strict=True,
         default_section="\x00none",
     )
     parser.optionxform = str.lower  # type: ignore[assignment,method-assign]
@@ -197,7 +207,7 @@ def load(path: str) -> Config:
                 if not name:
                     raise ConfigError(f"{path}: [routes] {pattern}: empty handler name")
         elif section.startswith("handler.") and len(section) > len("handler."):
-            handler_config[section[len("handler."):]] = dict(parser[section])
+            handler_config[section[len("handler.") :]] = dict(parser[section])
         else:
             raise ConfigError(f"{path}: [{section}]: unknown section")
     server = values["server"]
@@ -251,7 +261,7 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
     if kind == "list":
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     if kind.startswith("choice:"):
-        choices = kind[len("choice:"):].split("|")
+        choices = kind[len("choice:") :].split("|")
         if raw.lower() not in choices:
             raise bad("expected one of " + ", ".join(choices))
         return raw.lower()

@@ -5,6 +5,22 @@ package writes reply text.  The 220 greeting and 354 carry no enhanced code (RFC
 applies it to replies after EHLO; 354 is intermediate); every other reply does.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Decision:
+    """A policy's answer to the session: a reply name, its fields, and for an accepted
+    recipient the route (handler name) to remember with it."""
+
+    reply: str
+    fields: dict[str, Any] = field(default_factory=dict)
+    route: str | None = None
+
+
 REPLIES: dict[str, str] = {
     # connection
     "greeting": "220 {host} ESMTP mailserver ready",

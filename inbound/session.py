@@ -18,34 +18,19 @@ from __future__ import annotations
 
 import re
 import time
-import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 from . import log
 from .channel import Channel, Closed, Timeout
-from .replies import code_of, render
+from .replies import Decision, code_of, render
 from .spool import Incoming, Spool
 
 COMMAND_LINE_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
 TEXT_LINE_LIMIT = 1000  # RFC 5321 4.5.3.1.6, CRLF included
 ERROR_LIMIT = 10  # 5xx replies before 421 and close
 READ_CHUNK = 65536
-
-
-class Verdict(Protocol):
-    """What a Gate answers: a reply name and its fields; `route` tags an accepted recipient."""
-
-    reply: str
-    fields: dict[str, Any]
-    route: str | None
-
-
-@dataclass
-class Decision:
-    reply: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    route: str | None = None
 
 
 class Gate(Protocol):
@@ -120,7 +105,8 @@ class ContentCheck:
         if first < 0:
             self.line_length += len(data)
         else:
-            longest = max(self.line_length + first + 1, *(len(p) + 1 for p in data[first + 1:].split(b"\n")[:-1]), 0)
+            inner = data[first + 1 :].split(b"\n")[:-1]
+            longest = max(self.line_length + first + 1, *(len(p) + 1 for p in inner), 0)
             self.line_length = len(data) - data.rfind(b"\n") - 1
             if longest > TEXT_LINE_LIMIT:
                 self.problem = "text_line_too_long"
@@ -148,7 +134,7 @@ def parse_path(text: str, keyword: str) -> tuple[str, str] | None:
     """'FROM:<a@b> SIZE=1' -> ('a@b', 'SIZE=1'); None when it is not of that form."""
     if text[: len(keyword)].upper() != keyword:
         return None
-    rest = text[len(keyword):].lstrip(" ")
+    rest = text[len(keyword) :].lstrip(" ")
     if not rest.startswith("<"):
         return None
     quoted, escaped = False, False
@@ -160,7 +146,7 @@ def parse_path(text: str, keyword: str) -> tuple[str, str] | None:
         elif ch == '"':
             quoted = not quoted
         elif ch == ">" and not quoted:
-            params = rest[i + 1:]
+            params = rest[i + 1 :]
             if params and not params.startswith(" "):
                 return None
             return rest[1:i], params.strip(" ")
@@ -222,6 +208,7 @@ class Session:
         self.errors = 0
         self.running = True
         self.summary = Summary()
+        self.accepted: list[Incoming] = []
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> Summary:
@@ -280,8 +267,13 @@ class Session:
         except (Timeout, Closed):
             raise
         except Exception:
-            log.error("internal error in %s: %s", verb.decode("ascii", "replace"),
-                      traceback.format_exc().replace("\n", " | "))
+            import traceback
+
+            log.error(
+                "internal error in %s: %s",
+                verb.decode("ascii", "replace"),
+                traceback.format_exc().replace("\n", " | "),
+            )
             self.abort_transaction()
             self.reply("internal_error")
 
@@ -313,8 +305,13 @@ class Session:
         self.helo, self.esmtp = arg, True
         self.summary.helo = arg
         lines = [
-            f"{self.hostname} greets {arg}", "PIPELINING", f"SIZE {self.max_size}", "8BITMIME",
-            "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING",
+            f"{self.hostname} greets {arg}",
+            "PIPELINING",
+            f"SIZE {self.max_size}",
+            "8BITMIME",
+            "SMTPUTF8",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
         ]
         if self.start_tls and not self.channel.tls_version:
             lines.append("STARTTLS")
@@ -589,7 +586,7 @@ class Session:
             self.reply(verdict.reply, **verdict.fields)
             return
         incoming.commit()
-        incoming.release()
+        self.accepted.append(incoming)  # still locked: the caller delivers, then releases
         self.tx = None
         self.summary.queue_ids.append(incoming.queue_id)
         self.reply("queued", queue_id=incoming.queue_id)

@@ -1,0 +1,40 @@
+# make run   - set up .venv and listen on 127.0.0.1:2525 with the shipped handlers (dev config)
+# make test  - set up .venv, lint, type-check and run the whole test suite (what CI runs)
+# make bench - print start-up, session and memory figures next to the reference floor
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+
+.PHONY: run test lint bench check clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "mailserver needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+	  { echo "cannot create $(VENV): on Debian/Ubuntu run: apt-get install python3-venv"; exit 1; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@
+
+run: $(STAMP)
+	@mkdir -p var
+	$(PY) mailserver.py listen --config examples/dev.ini
+
+check: $(STAMP)
+	$(PY) mailserver.py check --config examples/dev.ini
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/startup.py
+	$(PY) bench/memory.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,189 @@
+"""One connection in inetd mode: wire the stages together and run them in order.
+
+    connection -> SMTP session -> spool -> (after the client is released) checks and handlers
+
+stdin/stdout are the client (a socket under inetd/xinetd/systemd, pipes in tests).  Nothing
+but SMTP replies is ever written to them: if stderr is the same socket it is pointed at
+/dev/null first, and logs go to syslog or a file.  A broken config gets `421 4.3.0` and
+exit 78.  After the session, stdin and stdout are closed (the client is free to go) and
+the accepted messages are delivered in this same process.
+
+The client's address (SPEC §3): getpeername() of stdin when it is a socket, else
+$REMOTE_ADDR/$REMOTE_PORT (systemd Accept=yes), $TCPREMOTEIP/$TCPREMOTEPORT (ucspi-tcp),
+$REMOTE_HOST (xinetd); else unknown, never assumed to be 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from typing import TYPE_CHECKING
+
+from . import log
+from .channel import Channel
+from .config import Config, ConfigError, load
+from .session import Client, Session
+
+if TYPE_CHECKING:  # names for type checkers only; not imported at start-up
+    from .gate import Gate
+    from .router import Router
+    from .spool import Incoming, Spool
+
+EX_CONFIG = 78
+
+
+def same_file(fd_a: int, fd_b: int) -> bool:
+    try:
+        a, b = os.fstat(fd_a), os.fstat(fd_b)
+    except OSError:
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def protect_stderr() -> None:
+    """Under xinetd stderr is the client's socket: never let a stray write reach it."""
+    if same_file(2, 0) or same_file(2, 1):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
+def client_address(fd: int = 0, environ: dict[str, str] | None = None) -> Client:
+    environ = os.environ if environ is None else environ  # type: ignore[assignment]
+    assert environ is not None
+    try:
+        is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        is_socket = False
+    if is_socket:
+        import socket
+
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+            try:
+                peer = sock.getpeername()
+            finally:
+                sock.close()
+            if isinstance(peer, tuple) and peer:
+                addr = str(peer[0])
+                if addr.startswith("::ffff:") and "." in addr:
+                    addr = addr[len("::ffff:") :]
+                return Client(addr, str(peer[1]), environ.get("REMOTE_HOST", ""))
+        except OSError:
+            pass
+    addr = environ.get("REMOTE_ADDR") or environ.get("TCPREMOTEIP") or ""
+    port = environ.get("REMOTE_PORT") or environ.get("TCPREMOTEPORT") or ""
+    host = environ.get("TCPREMOTEHOST") or ""
+    remote_host = environ.get("REMOTE_HOST", "")
+    if not addr and remote_host:
+        addr = remote_host  # xinetd puts the address in REMOTE_HOST
+    elif remote_host and remote_host != addr:
+        host = remote_host
+    if addr.startswith("::ffff:") and "." in addr:
+        addr = addr[len("::ffff:") :]
+    return Client(addr, port, host)
+
+
+def release_client(channel: Channel) -> None:
+    """Close our ends of the connection so the client is released while handlers run."""
+    close = getattr(channel, "close", None)
+    if close:
+        close()
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    os.close(null)
+
+
+def serve(config_path: str) -> int:
+    """inetd mode: one SMTP session on stdin/stdout, then deliver what was accepted."""
+    started = time.monotonic()
+    protect_stderr()
+    try:
+        config = load(config_path)
+    except ConfigError as e:
+        log.setup("syslog")
+        log.error("%s", e)
+        os.write(1, b"421 4.3.0 Service not available: configuration error\r\n")
+        return EX_CONFIG
+    log.setup(config.server.log, config.server.log_level)
+    channel = Channel(0, 1)
+    client = client_address(0)
+    try:
+        session, gate = build_session(config, channel, client)
+        summary = session.run()
+    except Exception:
+        import traceback
+
+        log.error("session failed: %s", traceback.format_exc().replace("\n", " | "))
+        try:
+            os.write(1, b"421 4.3.0 Service not available, try again later\r\n")
+        except OSError:
+            pass
+        return 0
+    log.summary(
+        client=client.addr or "unknown",
+        helo=summary.helo,
+        sender=",".join(summary.senders),
+        recipients=",".join(summary.recipients),
+        size=summary.size,
+        queue_ids=",".join(summary.queue_ids),
+        tls=summary.tls,
+        reply=summary.reply,
+        duration=f"{time.monotonic() - started:.3f}",
+    )
+    if session.accepted:
+        release_client(session.channel)
+        deliver_accepted(config, gate.router, gate.spool, session.accepted)
+    return 0
+
+
+def build_session(config: Config, channel: Channel, client: Client) -> tuple[Session, Gate]:
+    from .gate import Gate
+    from .router import Router
+    from .spool import Spool
+
+    spool = Spool(config.server.spool)
+    gate = Gate(config, Router(config), spool)
+    start_tls = None
+    if config.tls.certificate and channel.is_socket():
+        from .tls import make_starttls
+
+        start_tls = make_starttls(config.tls.certificate, config.tls.key, channel)
+    session = Session(
+        channel,
+        hostname=config.server.hostname,
+        max_message_size=config.server.max_message_size,
+        max_recipients=config.server.max_recipients,
+        command_timeout=config.server.command_timeout,
+        data_timeout=config.server.data_timeout,
+        gate=gate,
+        spool=spool,
+        client=client,
+        start_tls=start_tls,
+    )
+    return session, gate
+
+
+def deliver_accepted(config: Config, router: Router, spool: Spool, accepted: list[Incoming]) -> None:
+    """Run the handlers of each message accepted in this session (handler errors are contained)."""
+    from .delivery import Delivery
+
+    delivery = Delivery(config, router, spool)
+    for incoming in accepted:
+        try:
+            result = delivery.deliver_queued(incoming.queue_id)
+            log.info(
+                "%s: %s", incoming.queue_id, "queued for retry" if result.folder == "queue" else result.folder
+            )
+        except Exception:
+            import traceback
+
+            log.error(
+                "%s: delivery failed, left in queue/: %s",
+                incoming.queue_id,
+                traceback.format_exc().replace("\n", " | "),
+            )
+        finally:
+            incoming.release()

@@ -1,0 +1,363 @@
+"""The Envelope a Python handler receives: who sent what to whom, and the parsed message.
+
+Everything about the SMTP transaction (sender, recipients, helo, client, queue id,
+auth results) is plain data from the spool.  The message is parsed lazily and defensively:
+
+* `headers`, `subject`, `from_`, `to`, `cc` read only the header block (a 50 MB body is
+  never loaded for them); `message`, `text`, `html`, `attachments` parse the whole thing.
+* Hostile input is bounded before the stdlib parser sees it: the header block is capped
+  (MAX_HEADER_BYTES), each header line is cut at MAX_HEADER_LINE (a Subject of 32,000
+  encoded words takes CPython 22 s to decode), MIME nesting deeper than MAX_MIME_DEPTH is
+  not descended into (CPython raises RecursionError near 1,000), and a parse that still
+  runs longer than PARSE_SECONDS is abandoned.  Each such cut is added to `defects`.
+* Decoded header values have CR and LF replaced by spaces; attachment filenames are made
+  safe (no folders, no dot files, no control characters).
+* Addresses come from the policy.default header parser, not `email.utils.parseaddr`
+  (CVE-2023-27043).  They are what the message *claims*: never authorise on them; use
+  `auth` (SPF/DKIM/DMARC) for that.
+
+Nothing here raises into the handler for a malformed message: values are best effort and
+problems are listed in `defects`.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
+    from .checks import AuthResults
+    from .config import Config
+
+MAX_HEADER_BYTES = 256 * 1024
+MAX_HEADER_LINE = 8 * 1024
+MAX_MIME_DEPTH = 32
+PARSE_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class Address:
+    name: str
+    address: str
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.address}>" if self.name else self.address
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+    data: bytes = field(repr=False)
+
+
+class ParseTimeout(Exception):
+    pass
+
+
+def safe_filename(name: str | None, fallback: str = "attachment") -> str:
+    """A name that is only a name: no folders, no leading dots, no control characters."""
+    name = (name or "").replace("\\", "/").split("/")[-1]
+    name = "".join(c for c in name if c.isprintable() and c not in '<>:"|?*')
+    name = name.strip().lstrip(".").strip()
+    return name[:200] or fallback
+
+
+def clean(value: object) -> str:
+    """A decoded header value with CR/LF flattened (an encoded CRLF must not split a header)."""
+    return re.sub(r"[\r\n\x00]+", " ", str(value)).strip()
+
+
+def split_header_block(data: bytes) -> tuple[bytes, bool]:
+    """The header block of DATA (up to the blank line), capped; True when it was cut."""
+    end = -1
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        found = data.find(separator, 0, MAX_HEADER_BYTES + 4)
+        if found >= 0 and (end < 0 or found < end):
+            end = found + len(separator)
+    if end < 0:
+        return data[:MAX_HEADER_BYTES], len(data) > MAX_HEADER_BYTES
+    return data[:end], False
+
+
+def bound_headers(block: bytes, defects: list[str]) -> bytes:
+    """Cut over-long (folded) header fields so the stdlib decoder stays fast."""
+    fields = re.split(rb"\r?\n(?![ \t])", block)
+    out = []
+    for item in fields:
+        if len(item) > MAX_HEADER_LINE:
+            defects.append(f"header {item[:40]!r}... longer than {MAX_HEADER_LINE} octets was cut")
+            item = item[:MAX_HEADER_LINE]
+        out.append(item)
+    return b"\r\n".join(out)
+
+
+def mime_depth_ok(data: bytes) -> bool:
+    """A cheap upper bound of MIME nesting: how many boundaries are declared."""
+    return len(re.findall(rb"(?i)boundary\s*=", data)) <= MAX_MIME_DEPTH
+
+
+class _Deadline:
+    """Abandon a parse after PARSE_SECONDS (SIGALRM; main thread only, else no bound)."""
+
+    def __enter__(self) -> None:
+        self.armed = False
+        try:
+            self.previous = signal.signal(signal.SIGALRM, self._expire)
+            signal.setitimer(signal.ITIMER_REAL, PARSE_SECONDS)
+            self.armed = True
+        except ValueError:  # not the main thread
+            pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self.armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+
+    @staticmethod
+    def _expire(signum: int, frame: object) -> None:
+        raise ParseTimeout
+
+
+class Envelope:
+    """One message as one handler sees it (its recipients only)."""
+
+    def __init__(
+        self,
+        *,
+        queue_id: str,
+        sender: str,
+        recipients: list[str],
+        helo: str = "",
+        remote_addr: str = "",
+        remote_host: str = "",
+        tls: str = "",
+        handler: str = "",
+        config: dict[str, str] | None = None,
+        server_config: Config | None = None,
+        raw: bytes | None = None,
+        message_path: str | None = None,
+        prefix: bytes = b"",
+        auth: AuthResults | None = None,
+    ) -> None:
+        self.queue_id = queue_id
+        self.sender = sender
+        self.recipients = list(recipients)
+        self.helo = helo
+        self.remote_addr = remote_addr
+        self.remote_host = remote_host
+        self.tls = tls
+        self.handler = handler
+        self.config = dict(config or {})
+        self.server_config = server_config
+        self.auth = auth
+        self.defects: list[str] = []
+        self._raw = raw
+        self._path = message_path
+        self._prefix = prefix
+        self._headers: EmailMessage | None = None
+        self._message: EmailMessage | None = None
+
+    def __repr__(self) -> str:
+        return f"<Envelope {self.queue_id} from {self.sender or '<>'} to {', '.join(self.recipients)}>"
+
+    @property
+    def recipient(self) -> str:
+        return self.recipients[0] if self.recipients else ""
+
+    @property
+    def spool(self) -> str:
+        return self.server_config.server.spool if self.server_config else ""
+
+    # -- bytes ------------------------------------------------------------------
+    @property
+    def raw(self) -> bytes:
+        """The message as delivered: our Authentication-Results and Received on top, CRLF."""
+        if self._raw is None:
+            assert self._path
+            with open(self._path, "rb") as f:
+                self._raw = self._prefix + f.read()
+        return self._raw
+
+    def _head_bytes(self) -> bytes:
+        if self._raw is not None or not self._path:
+            return self.raw[: MAX_HEADER_BYTES + 4]
+        with open(self._path, "rb") as f:
+            return self._prefix + f.read(MAX_HEADER_BYTES + 4)
+
+    # -- parsed -----------------------------------------------------------------
+    @property
+    def headers(self) -> EmailMessage:
+        """Only the header block, parsed (cheap; the body is not read)."""
+        if self._headers is None:
+            from email import policy
+            from email.parser import BytesParser
+
+            block, cut = split_header_block(self._head_bytes())
+            if cut:
+                self.defects.append(f"header block longer than {MAX_HEADER_BYTES} octets was cut")
+            block = bound_headers(block, self.defects)
+            self._headers = self._parse(
+                lambda: BytesParser(policy=policy.default).parsebytes(block, headersonly=True)
+            )
+        return self._headers
+
+    @property
+    def message(self) -> EmailMessage:
+        """The whole message (policy.default); loads the body."""
+        if self._message is None:
+            from email import policy
+            from email.parser import BytesParser
+
+            data = self.raw
+            block, _ = split_header_block(data)
+            body = data[len(block) :]
+            head = bound_headers(block, self.defects)
+            if not head.endswith(b"\n"):
+                head += b"\r\n"
+            if not mime_depth_ok(data):
+                self.defects.append(f"MIME nesting deeper than {MAX_MIME_DEPTH}: parsed as one text part")
+                head = re.sub(rb"(?im)^content-type:.*(\r?\n[ \t].*)*$", b"Content-Type: text/plain", head)
+            self._message = self._parse(lambda: BytesParser(policy=policy.default).parsebytes(head + body))
+        return self._message
+
+    def _parse(self, parse: Any) -> EmailMessage:
+        from email.message import EmailMessage
+
+        try:
+            with _Deadline():
+                message: EmailMessage = parse()
+        except ParseTimeout:
+            self.defects.append(f"parsing took longer than {PARSE_SECONDS} s and was abandoned")
+            return EmailMessage()
+        except (RecursionError, Exception) as e:  # the stdlib parser must not reach the handler
+            self.defects.append(f"message could not be parsed: {type(e).__name__}")
+            return EmailMessage()
+        self.defects.extend(f"{type(d).__name__}: {d}" for d in message.defects)
+        return message
+
+    def header(self, name: str, default: str = "") -> str:
+        """One decoded header value, CR/LF flattened; DEFAULT when missing or undecodable."""
+        try:
+            value = self.headers.get(name)
+        except Exception as e:
+            self.defects.append(f"header {name}: {type(e).__name__}")
+            return default
+        return default if value is None else clean(value)
+
+    @property
+    def subject(self) -> str:
+        return self.header("Subject")
+
+    def _addresses(self, name: str) -> list[Address]:
+        found: list[Address] = []
+        try:
+            for value in self.headers.get_all(name) or []:
+                for a in getattr(value, "addresses", ()):
+                    address = clean(a.addr_spec)
+                    if address and address != "<>":
+                        found.append(Address(clean(a.display_name), address))
+        except Exception as e:
+            self.defects.append(f"header {name}: {type(e).__name__}")
+        return found
+
+    @property
+    def from_(self) -> list[Address]:
+        return self._addresses("From")
+
+    @property
+    def to(self) -> list[Address]:
+        return self._addresses("To")
+
+    @property
+    def cc(self) -> list[Address]:
+        return self._addresses("Cc")
+
+    @property
+    def message_id(self) -> str:
+        return self.header("Message-ID")
+
+    def _body(self, subtype: str) -> str | None:
+        try:
+            part = self.message.get_body(preferencelist=(subtype,))
+            if part is None:
+                return None
+            content = part.get_content()
+            return content if isinstance(content, str) else None
+        except Exception as e:  # bad charset, broken transfer encoding...
+            self.defects.append(f"{subtype} body: {type(e).__name__}: {e}")
+            try:
+                payload = part.get_payload(decode=True) if part is not None else None
+                return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+            except Exception:
+                return None
+
+    @property
+    def text(self) -> str | None:
+        return self._body("plain")
+
+    @property
+    def html(self) -> str | None:
+        return self._body("html")
+
+    @property
+    def attachments(self) -> list[Attachment]:
+        found = []
+        try:
+            parts = list(self.message.iter_attachments())
+        except Exception as e:
+            self.defects.append(f"attachments: {type(e).__name__}")
+            return []
+        for n, part in enumerate(parts, 1):
+            try:
+                data = part.get_payload(decode=True)
+                data = data if isinstance(data, bytes) else b""
+                filename = safe_filename(clean(part.get_filename() or ""), f"attachment-{n}")
+            except Exception as e:
+                self.defects.append(f"attachment {n}: {type(e).__name__}")
+                data, filename = b"", f"attachment-{n}"
+            found.append(Attachment(filename, part.get_content_type(), len(data), data))
+        return found
+
+    # -- answering -----------------------------------------------------------------
+    def reply(self, body: str, **options: Any) -> bool:
+        """Send an RFC 3834-safe reply; False (and a log line) when one must not be sent."""
+        from .reply import send_reply
+
+        return send_reply(self, body, **options)
+
+    def as_dict(self, with_attachments: bool = False) -> dict[str, Any]:
+        """A JSON-safe summary (for webhooks and logs)."""
+        data: dict[str, Any] = {
+            "queue_id": self.queue_id,
+            "sender": self.sender,
+            "recipients": self.recipients,
+            "helo": self.helo,
+            "remote_addr": self.remote_addr,
+            "subject": self.subject,
+            "from": [str(a) for a in self.from_],
+            "to": [str(a) for a in self.to],
+            "cc": [str(a) for a in self.cc],
+            "text": self.text,
+            "html": self.html,
+            "auth": self.auth.to_dict() if self.auth else None,
+            "defects": self.defects,
+        }
+        if with_attachments:
+            import base64
+
+            data["attachments"] = [
+                {
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": a.size,
+                    "data": base64.b64encode(a.data).decode(),
+                }
+                for a in self.attachments
+            ]
+        return data

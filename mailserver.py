@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""mailserver: a receive-only SMTP server that runs your code on the mail it accepts.
+
+Run by inetd/xinetd/systemd (one process per connection, SMTP on stdin/stdout), or
+`mailserver.py listen` for development.  `mailserver.py --help` lists the commands.
+This file stays thin: the work is in the `inbound` package beside it.
+
+Handlers import `from mailserver import Reject, TempFail`: the classes re-exported here
+are the very ones the server catches, also when this file runs as a script.
+"""
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:  # -I leaves the script's folder off sys.path
+    sys.path.insert(0, _HERE)
+if sys.flags.no_site:  # -S (fast start): find the venv's packages without site's .pth processing
+    _version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    for _prefix in (sys.prefix, os.path.join(_HERE, ".venv")):
+        _packages = os.path.join(_prefix, "lib", _version, "site-packages")
+        if os.path.isdir(_packages) and _packages not in sys.path:
+            sys.path.append(_packages)
+            break
+if __name__ == "__main__":
+    sys.modules.setdefault("mailserver", sys.modules["__main__"])
+
+from inbound.outcomes import Reject, TempFail  # noqa: E402
+
+__all__ = ["Reject", "TempFail", "main"]
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    from inbound.cli import main as cli_main
+
+    return cli_main(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Shared fixtures: a config in a temporary folder, handlers, and ways to talk SMTP to the
+server in-process, as a subprocess over pipes, and over TCP through `listen`."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MAILSERVER = ROOT / "mailserver.py"
+sys.path.insert(0, str(ROOT))
+
+BASE_CONFIG = """\
+[server]
+hostname = mx.test.example
+domains = example.org, example.net
+spool = spool
+log = server.log
+log_level = debug
+command_timeout = 30
+data_timeout = 60
+
+[handlers]
+dir = handlers
+timeout = 20
+
+[checks]
+spf = no
+dkim = no
+dmarc = no
+arc = no
+
+[reply]
+transport = outbox
+outbox = outbox
+require_auth = no
+"""
+
+# A program handler that keeps what it got: the message and its environment.
+SINK = """\
+#!/bin/sh
+out="$(dirname "$0")/../got/$QUEUE_ID.$(basename "$0")"
+mkdir -p "$(dirname "$out")"
+cat > "$out.eml"
+env > "$out.env"
+"""
+
+
+@dataclass
+class Server:
+    """A server folder: config.ini, handlers/, spool/; and helpers to look inside."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.ini"
+
+    @property
+    def handlers(self) -> Path:
+        return self.root / "handlers"
+
+    @property
+    def spool(self) -> Path:
+        return self.root / "spool"
+
+    def write_config(self, text: str = BASE_CONFIG, **sections: dict[str, str]) -> None:
+        """BASE_CONFIG with keys overridden: write_config(server={"max_recipients": "2"})."""
+        import configparser
+
+        parser = configparser.ConfigParser(interpolation=None)
+        parser.read_string(text)
+        for section, values in sections.items():
+            section = section.replace("__", ".")
+            if not parser.has_section(section):
+                parser.add_section(section)
+            for key, value in values.items():
+                parser.set(section, key, value)
+        with open(self.config, "w") as f:
+            parser.write(f)
+
+    def add_program(self, name: str, script: str = SINK) -> Path:
+        path = self.handlers / name
+        path.write_text(textwrap.dedent(script))
+        path.chmod(0o755)
+        return path
+
+    def add_python(self, name: str, source: str) -> Path:
+        path = self.handlers / f"{name}.py"
+        path.write_text(textwrap.dedent(source))
+        return path
+
+    def got(self, handler: str = "sink") -> list[tuple[bytes, dict[str, str]]]:
+        """What a SINK handler received: (message, environment) per run, oldest first."""
+        folder = self.root / "got"
+        runs = []
+        for eml in sorted(folder.glob(f"*.{handler}.eml")) if folder.exists() else []:
+            env_text = eml.with_suffix(".env").read_text()
+            env = dict(line.split("=", 1) for line in env_text.splitlines() if "=" in line)
+            runs.append((eml.read_bytes(), env))
+        return runs
+
+    def ids(self, folder: str) -> list[str]:
+        path = self.spool / folder
+        return sorted(os.listdir(path)) if path.exists() else []
+
+    def log(self) -> str:
+        path = self.root / "server.log"
+        return path.read_text() if path.exists() else ""
+
+    def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+        """mailserver.py ARGS --config <ours>, as a subprocess over pipes."""
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REMOTE_", "TCPREMOTE"))}
+        full_env.update(env or {})
+        return subprocess.run(
+            [sys.executable, str(MAILSERVER), *args, "--config", str(self.config)],
+            input=input, capture_output=True, env=full_env, timeout=timeout,
+        )
+
+    def smtp(self, data: bytes, remote_addr: str = "192.0.2.10", **kw: object) -> bytes:
+        """One inetd-mode session over pipes: DATA is everything the client sends."""
+        env = {"REMOTE_ADDR": remote_addr} if remote_addr else {}
+        result = self.run(input=data, env=env, **kw)  # type: ignore[arg-type]
+        assert result.stderr == b"", result.stderr
+        return result.stdout
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Server:
+    """A fresh server folder with the base config and a `sink` program handler."""
+    srv = Server(tmp_path)
+    srv.handlers.mkdir()
+    srv.write_config()
+    srv.add_program("sink")
+    return srv
+
+
+def replies(output: bytes) -> list[bytes]:
+    """The final line of each reply ("250-..." continuation lines folded away)."""
+    return [line for line in output.split(b"\r\n") if line and line[3:4] != b"-"]
+
+
+def codes(output: bytes) -> list[int]:
+    return [int(line[:3]) for line in replies(output)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@pytest.fixture
+def listening(server: Server) -> Iterator[int]:
+    """`mailserver.py listen` on a free loopback port; yields the port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(MAILSERVER), "listen", "--port", str(port), "--config", str(server.config)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
