@@ -12,16 +12,30 @@ from __future__ import annotations
 
 import configparser
 import os
-import socket
-from dataclasses import dataclass, field
+
+TYPE_CHECKING = False  # dataclasses/typing cost start-up time; names for type checkers only
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class ConfigError(Exception):
     """A config problem, its message a single line: 'FILE: [section] key: what is wrong'."""
 
 
-@dataclass(frozen=True)
-class ServerSettings:
+class Settings:
+    """Read-only settings of one section, attributes from keyword arguments."""
+
+    def __init__(self, **values: Any) -> None:
+        self.__dict__.update(values)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"settings are read-only: {name}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.__dict__!r})"
+
+
+class ServerSettings(Settings):
     hostname: str
     domains: tuple[str, ...]
     max_message_size: int
@@ -33,14 +47,12 @@ class ServerSettings:
     log_level: str
 
 
-@dataclass(frozen=True)
-class TLSSettings:
+class TLSSettings(Settings):
     certificate: str
     key: str
 
 
-@dataclass(frozen=True)
-class HandlerSettings:
+class HandlerSettings(Settings):
     dir: str
     timeout: float
     retry_for: float
@@ -48,8 +60,7 @@ class HandlerSettings:
     catchall: str
 
 
-@dataclass(frozen=True)
-class CheckSettings:
+class CheckSettings(Settings):
     spf: bool
     dkim: bool
     dmarc: bool
@@ -59,8 +70,7 @@ class CheckSettings:
     dns_timeout: float
 
 
-@dataclass(frozen=True)
-class ReplySettings:
+class ReplySettings(Settings):
     transport: str
     outbox: str
     sendmail: str
@@ -76,16 +86,15 @@ class ReplySettings:
     dkim_key: str
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Settings):
     path: str
     server: ServerSettings
     tls: TLSSettings
     handlers: HandlerSettings
     checks: CheckSettings
     reply: ReplySettings
-    routes: tuple[tuple[str, str], ...] = ()
-    handler_config: dict[str, dict[str, str]] = field(default_factory=dict)
+    routes: tuple[tuple[str, str], ...]
+    handler_config: dict[str, dict[str, str]]
 
     def is_local_domain(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self.server.domains
@@ -212,6 +221,8 @@ def load(path: str) -> Config:
             raise ConfigError(f"{path}: [{section}]: unknown section")
     server = values["server"]
     if not server["hostname"]:
+        import socket
+
         server["hostname"] = socket.getfqdn()
     if not server["domains"]:
         raise ConfigError(f"{path}: [server] domains: no domain given; mail would be refused")

@@ -9,13 +9,16 @@ otherwise a session imports nothing beyond the router.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from . import log
 from .config import Config
 from .replies import Decision
 from .router import Router
 from .spool import STATE, Incoming, Spool, read_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 
 class Gate:

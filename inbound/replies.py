@@ -7,18 +7,22 @@ applies it to replies after EHLO; 354 is intermediate); every other reply does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+TYPE_CHECKING = False  # typing costs start-up time; names below are for type checkers only
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass
 class Decision:
     """A policy's answer to the session: a reply name, its fields, and for an accepted
     recipient the route (handler name) to remember with it."""
 
-    reply: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    route: str | None = None
+    def __init__(self, reply: str, fields: dict[str, Any] | None = None, route: str | None = None) -> None:
+        self.reply = reply
+        self.fields = fields or {}
+        self.route = route
+
+    def __repr__(self) -> str:
+        return f"Decision({self.reply!r}, {self.fields!r}, route={self.route!r})"
 
 
 REPLIES: dict[str, str] = {

@@ -25,44 +25,52 @@ import fnmatch
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass, field
-from types import ModuleType
 
 from .config import Config
+
+TYPE_CHECKING = False  # dataclasses cost start-up time; names for type checkers only
+if TYPE_CHECKING:
+    from types import ModuleType
 
 POSTMASTER_TO_FAILED = "-failed"  # route of postmaster mail nobody takes: straight to failed/
 
 
-@dataclass
 class Handler:
-    name: str
-    path: str
-    kind: str  # "python" | "program"
-    addresses: tuple[str, ...] = ()
-    inline: bool = False
-    module: ModuleType | None = None
-    error: str = ""  # why it cannot run: "FILE:LINE: message"
+    def __init__(self, name: str, path: str, kind: str) -> None:
+        self.name = name
+        self.path = path
+        self.kind = kind  # "python" | "program"
+        self.addresses: tuple[str, ...] = ()
+        self.inline = False
+        self.module: ModuleType | None = None
+        self.error = ""  # why it cannot run: "FILE:LINE: message"
+
+    def __repr__(self) -> str:
+        return f"Handler({self.name!r}, {self.kind}, {self.path!r}{', ' + self.error if self.error else ''})"
 
 
-@dataclass
 class Route:
     """Where an address goes: a handler name, or a refusal reason."""
 
-    address: str
-    handler: str = ""
-    refusal: str = ""  # "not_our_domain" | "no_such_user" | "handler_unavailable"
-    via: str = ""  # how it was matched, for `check` and --dry-run
+    def __init__(self, address: str, handler: str = "", refusal: str = "", via: str = "") -> None:
+        self.address = address
+        self.handler = handler
+        self.refusal = refusal  # "not_our_domain" | "no_such_user" | "handler_unavailable"
+        self.via = via  # how it was matched, for `check` and --dry-run
+
+    def __repr__(self) -> str:
+        return f"Route({self.address!r}, handler={self.handler!r}, refusal={self.refusal!r})"
 
     @property
     def accepted(self) -> bool:
         return not self.refusal
 
 
-@dataclass
 class Router:
-    config: Config
-    _handlers: dict[str, Handler] | None = field(default=None, repr=False)
-    problems: list[str] = field(default_factory=list)
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._handlers: dict[str, Handler] | None = None
+        self.problems: list[str] = []
 
     @property
     def handlers(self) -> dict[str, Handler]:

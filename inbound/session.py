@@ -18,14 +18,25 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from . import log
 from .channel import Channel, Closed, Timeout
 from .replies import Decision, code_of, render
 from .spool import Incoming, Spool
+
+TYPE_CHECKING = False  # typing and dataclasses cost start-up time: type-checker names only
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, Protocol
+
+    class Gate(Protocol):
+        """Policy the session asks, supplied by the caller (the router, the checks)."""
+
+        def decide_recipient(self, address: str, domain: str) -> Decision:
+            """'recipient_ok' with a route to accept; any other reply name refuses."""
+
+        def decide_message(self, incoming: Incoming, envelope: dict[str, Any]) -> Decision | None:
+            """Called with the message on disk in incoming/ before the final reply; None accepts."""
 
 COMMAND_LINE_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
 TEXT_LINE_LIMIT = 1000  # RFC 5321 4.5.3.1.6, CRLF included
@@ -33,45 +44,37 @@ ERROR_LIMIT = 10  # 5xx replies before 421 and close
 READ_CHUNK = 65536
 
 
-class Gate(Protocol):
-    """Policy the session asks, supplied by the caller (the router, the checks)."""
-
-    def decide_recipient(self, address: str, domain: str) -> Decision:
-        """'recipient_ok' with a route to accept; any other reply name refuses."""
-        ...
-
-    def decide_message(self, incoming: Incoming, envelope: dict[str, Any]) -> Decision | None:
-        """Called with the message on disk in incoming/ before the final reply; None accepts."""
-        ...
-
-
-@dataclass
 class Client:
-    addr: str = ""  # "" when unknown; never assumed to be 127.0.0.1
-    port: str = ""
-    host: str = ""
+    """Who is connected: address ("" when unknown, never assumed 127.0.0.1), port, name."""
+
+    def __init__(self, addr: str = "", port: str = "", host: str = "") -> None:
+        self.addr, self.port, self.host = addr, port, host
 
 
-@dataclass
 class Transaction:
-    sender: str
-    params: dict[str, str]
-    smtputf8: bool
-    recipients: list[dict[str, str]] = field(default_factory=list)
-    incoming: Incoming | None = None
-    check: ContentCheck | None = None
-    failed_reply: str | None = None  # BDAT: reply name of an earlier failure
+    """MAIL FROM to the final reply."""
+
+    def __init__(self, sender: str, params: dict[str, str], smtputf8: bool) -> None:
+        self.sender = sender
+        self.params = params
+        self.smtputf8 = smtputf8
+        self.recipients: list[dict[str, str]] = []
+        self.incoming: Incoming | None = None
+        self.check: ContentCheck | None = None
+        self.failed_reply: str | None = None  # BDAT: reply name of an earlier failure
 
 
-@dataclass
 class Summary:
-    helo: str = ""
-    senders: list[str] = field(default_factory=list)
-    recipients: list[str] = field(default_factory=list)
-    size: int = 0
-    queue_ids: list[str] = field(default_factory=list)
-    reply: str = ""
-    tls: str = ""
+    """What the connection's log line says."""
+
+    def __init__(self) -> None:
+        self.helo = ""
+        self.senders: list[str] = []
+        self.recipients: list[str] = []
+        self.size = 0
+        self.queue_ids: list[str] = []
+        self.reply = ""
+        self.tls = ""
 
 
 class ContentCheck:
@@ -120,13 +123,15 @@ class ContentCheck:
 
 
 # Addresses (RFC 5321 4.1.2, with RFC 6531 UTF-8 when SMTPUTF8 is used)
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\x80-\U0010FFFF]+"
-_LOCAL = rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e\x80-\U0010FFFF]|\\[\x20-\x7e])*")'
-_LABEL = r"[A-Za-z0-9\x80-\U0010FFFF](?:[A-Za-z0-9\-\x80-\U0010FFFF]*[A-Za-z0-9\x80-\U0010FFFF])?"
+# (non-ASCII as the negated class [^\x00-\x7f]: ranges up to U+10FFFF take 100 ms to compile)
+_ATOM = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]|[^\x00-\x7f])+"
+_LOCAL = rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x20-\x7e])*")'
+_ALNUM = r"(?:[A-Za-z0-9]|[^\x00-\x7f])"
+_LABEL = rf"{_ALNUM}(?:(?:[A-Za-z0-9\-]|[^\x00-\x7f])*{_ALNUM})?"
 _DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[^\[\]\\\s]+\])"
 MAILBOX = re.compile(rf"({_LOCAL})@({_DOMAIN})")
 SOURCE_ROUTE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
-HELO_ARG = re.compile(r"[\x21-\x7e\x80-\U0010FFFF]{1,255}")
+HELO_ARG = re.compile(r"[^\x00-\x20\x7f]{1,255}")
 MAX_ADDRESS = 320
 
 

@@ -20,10 +20,12 @@ This module knows files, not SMTP and not handlers.
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import time
-from typing import IO, Any
+
+TYPE_CHECKING = False  # typing costs start-up time; names for type checkers only
+if TYPE_CHECKING:
+    from typing import IO, Any
 
 FOLDERS = ("incoming", "queue", "done", "failed")
 MESSAGE = "message"
@@ -50,6 +52,8 @@ def fsync_dir(path: str) -> None:
 
 def write_json(path: str, data: Any) -> None:
     """Replace PATH atomically with DATA as JSON, fsync'ed (file and folder)."""
+    import json
+
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
@@ -60,6 +64,8 @@ def write_json(path: str, data: Any) -> None:
 
 
 def read_json(path: str, default: Any = None) -> Any:
+    import json
+
     try:
         with open(path, encoding="utf-8") as f:
             return json.load(f)

@@ -127,10 +127,12 @@ class Server:
             input=input, capture_output=True, env=full_env, timeout=timeout,
         )
 
-    def smtp(self, data: bytes, remote_addr: str = "192.0.2.10", **kw: object) -> bytes:
+    def smtp(self, data: bytes, remote_addr: str = "192.0.2.10", env: dict[str, str] | None = None,
+             **kw: object) -> bytes:
         """One inetd-mode session over pipes: DATA is everything the client sends."""
-        env = {"REMOTE_ADDR": remote_addr} if remote_addr else {}
-        result = self.run(input=data, env=env, **kw)  # type: ignore[arg-type]
+        full_env = {"REMOTE_ADDR": remote_addr} if remote_addr else {}
+        full_env.update(env or {})
+        result = self.run(input=data, env=full_env, **kw)  # type: ignore[arg-type]
         assert result.stderr == b"", result.stderr
         return result.stdout
 
