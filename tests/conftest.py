@@ -50,8 +50,8 @@ SINK = """\
 #!/bin/sh
 out="$(dirname "$0")/../got/$QUEUE_ID.$(basename "$0")"
 mkdir -p "$(dirname "$out")"
-cat > "$out.eml"
 env > "$out.env"
+cat > "$out.part" && mv "$out.part" "$out.eml"
 """
 
 
