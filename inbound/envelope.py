@@ -201,7 +201,7 @@ class Envelope:
             block, cut = split_header_block(self._head_bytes())
             if cut:
                 self.defects.append(f"header block longer than {MAX_HEADER_BYTES} octets was cut")
-            block = bound_headers(block, self.defects)
+            block = bound_headers(block, self.defects).replace(b"\r\n", b"\n")
             self._headers = self._parse(
                 lambda: BytesParser(policy=policy.default).parsebytes(block, headersonly=True)
             )
@@ -223,7 +223,8 @@ class Envelope:
             if not mime_depth_ok(data):
                 self.defects.append(f"MIME nesting deeper than {MAX_MIME_DEPTH}: parsed as one text part")
                 head = re.sub(rb"(?im)^content-type:.*(\r?\n[ \t].*)*$", b"Content-Type: text/plain", head)
-            self._message = self._parse(lambda: BytesParser(policy=policy.default).parsebytes(head + body))
+            whole = (head + body).replace(b"\r\n", b"\n")  # text parts with Python's own newlines
+            self._message = self._parse(lambda: BytesParser(policy=policy.default).parsebytes(whole))
         return self._message
 
     def _parse(self, parse: Any) -> EmailMessage:
