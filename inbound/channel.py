@@ -83,6 +83,18 @@ class Channel:
         del self.buffer[:size]
         return data
 
+    def read_available(self, deadline: float) -> bytes:
+        """Whatever is buffered, else the next read; b"" at end of input."""
+        if not self.buffer and not self._fill(deadline):
+            return b""
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+    def unread(self, data: bytes) -> None:
+        """Give back bytes read past what the caller needed (pipelined commands after DATA)."""
+        self.buffer[:0] = data
+
     def has_pending_input(self) -> bool:
         return bool(self.buffer)
 

@@ -484,21 +484,36 @@ class Session:
             self.reply("storage_full")
             return
         self.reply("start_data")
-        deadline = self.clock() + self.data_timeout
-        assert tx.incoming and tx.check
-        at_line_start, after_crlf = True, True
-        while True:
-            line = self.channel.read_line(READ_CHUNK, deadline)
-            if not line:
-                raise Closed
-            if at_line_start and line[:1] == b".":
-                if line == b".\r\n" and after_crlf:
-                    break
-                line = line[1:]  # dot-unstuffing (RFC 5321 4.5.2)
-            at_line_start = line.endswith(b"\n")
-            after_crlf = line.endswith(b"\r\n")
-            self.take_data(tx, line)
+        self.receive_data(tx, self.clock() + self.data_timeout)
         self.end_message(tx)
+
+    def receive_data(self, tx: Transaction, deadline: float) -> None:
+        """Stream DATA to the spool in bulk until CRLF.CRLF, undoing dot-stuffing exactly.
+
+        Only CRLF.CRLF ends the data (RFC 5321 4.1.1.4): a '.' line after a bare LF or CR is
+        data, so a smuggled end is swallowed into this message, which the content check then
+        refuses.  The DATA line itself counts as the CRLF before a leading '.'.
+        """
+        # Invariant: data[:2] is context already taken (at first the CRLF ending the DATA
+        # command), so a CRLF.CRLF or CRLF. spanning two reads is seen whole; replace()
+        # never changes those two context octets.
+        pending = b"\r\n"
+        while True:
+            chunk = self.channel.read_available(deadline)
+            if not chunk:
+                raise Closed
+            data = pending + chunk
+            end = data.find(b"\r\n.\r\n")
+            if end >= 0:
+                self.channel.unread(data[end + 5 :])  # pipelined commands after the data
+                self.take_data(tx, data[: end + 2].replace(b"\r\n.", b"\r\n")[2:])
+                return
+            cut = len(data) - 4  # an end marker not found may start in the last 4 octets
+            if cut > 2:
+                self.take_data(tx, data[:cut].replace(b"\r\n.", b"\r\n")[2:])
+                pending = data[cut - 2 :]
+            else:
+                pending = data
 
     def smtp_BDAT(self, arg: str) -> None:
         parts = arg.split()

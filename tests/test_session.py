@@ -502,3 +502,24 @@ def test_content_check_sees_across_chunk_boundaries(pieces: list[bytes], problem
         check.feed(piece)
     check.finish()
     assert check.problem == problem
+
+
+@pytest.mark.parametrize("step", [1, 2, 3, 5, 7])
+def test_dot_unstuffing_and_end_detection_survive_any_read_boundary(server: Server, step: int) -> None:
+    """The same bytes cut into reads of STEP octets give the same message and the same refusal."""
+    body = b"Subject: x\r\n\r\n.\r\n..a\r\nb.\r\n.\r\n"
+    stuffed = body.replace(b"\r\n.", b"\r\n..")
+    session, client_w, out_r = session_over_pipe(server)
+    data = EHLO + MAIL + RCPT + b"DATA\r\n" + b"..lead\r\n" + stuffed + b".\r\n" + b"NOOP\r\nQUIT\r\n"
+
+    def write() -> None:
+        for i in range(0, len(data), step):
+            os.write(client_w, data[i : i + step])
+        os.close(client_w)
+
+    threading.Thread(target=write, daemon=True).start()
+    session.run()
+    out = os.read(out_r, 65536)
+    assert codes(out) == [220, 250, 250, 250, 354, 250, 250, 221]
+    message = (server.spool / "queue" / session.summary.queue_ids[0] / "message").read_bytes()
+    assert message.endswith(b"\r\n.lead\r\n" + body)

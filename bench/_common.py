@@ -1,0 +1,44 @@
+"""Shared set-up for the benchmarks: a throw-away server folder with a discarding handler."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAILSERVER = os.path.join(ROOT, "mailserver.py")
+PYTHON = sys.executable
+
+CONFIG = """\
+[server]
+hostname = bench.example
+domains = example.org
+spool = spool
+log = server.log
+max_message_size = 104857600
+[handlers]
+dir = handlers
+[checks]
+spf = no
+dkim = no
+dmarc = no
+arc = no
+"""
+
+
+def server_folder() -> str:
+    root = tempfile.mkdtemp(prefix="mailserver-bench-")
+    os.makedirs(os.path.join(root, "handlers"))
+    with open(os.path.join(root, "config.ini"), "w") as f:
+        f.write(CONFIG)
+    sink = os.path.join(root, "handlers", "sink")
+    with open(sink, "w") as f:
+        f.write("#!/bin/sh\nexec cat > /dev/null\n")
+    os.chmod(sink, 0o755)
+    return root
+
+
+def server_argv(root: str) -> list[str]:
+    """The recommended inetd `server` line: the venv's interpreter, -I -S, absolute paths."""
+    return [PYTHON, "-I", "-S", MAILSERVER, "--config", os.path.join(root, "config.ini")]
