@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 from . import log
 from .config import Config
@@ -33,11 +35,11 @@ def backoff(deferrals: int) -> int:
     return BACKOFF[min(max(deferrals, 1), len(BACKOFF)) - 1]
 
 
-@dataclass
 class Result:
-    queue_id: str
-    folder: str  # where the message is now: queue | done | failed | (deleted)
-    outcomes: dict[str, Outcome]
+    def __init__(self, queue_id: str, folder: str, outcomes: dict[str, Outcome]) -> None:
+        self.queue_id = queue_id
+        self.folder = folder  # where the message is now: queue | done | failed | deleted
+        self.outcomes = outcomes
 
 
 class Delivery:

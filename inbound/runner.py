@@ -34,10 +34,13 @@ OUTPUT_LIMIT = 64 * 1024
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
-@dataclass
 class Outcome:
-    status: str  # "done" | "deferred" | "failed"
-    detail: str = ""
+    def __init__(self, status: str, detail: str = "") -> None:
+        self.status = status  # "done" | "deferred" | "failed"
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.status!r}, {self.detail!r})"
 
 
 class HandlerTimeout(Exception):
