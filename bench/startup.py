@@ -39,8 +39,10 @@ def main() -> int:
     ours = server_argv(root)
     cases = {
         "floor": ([PYTHON, "-I", "-S", "-c", "pass"], b""),
-        "min_smtpd": ([PYTHON, "-I", "-S", os.path.join(ROOT, "bench", "min_smtpd.py"),
-                       os.path.join(root, "Maildir")], ACCEPTED),
+        "min_smtpd": (
+            [PYTHON, "-I", "-S", os.path.join(ROOT, "bench", "min_smtpd.py"), os.path.join(root, "Maildir")],
+            ACCEPTED,
+        ),
         "rejected": (ours, REJECTED),
         "accepted": (ours, ACCEPTED),
     }
@@ -56,7 +58,9 @@ def main() -> int:
         print(f"{rounds} interleaved rounds, medians, over pipes ({PYTHON})")
         for name, values in samples.items():
             median = statistics.median(values)
-            print(f"{name:10} {median:7.1f} ms   {median / floor:5.2f}x floor   {median / reference:5.2f}x min_smtpd")
+            print(
+                f"{name:10} {median:7.1f} ms   {median / floor:5.2f}x floor   {median / reference:5.2f}x min_smtpd"
+            )
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -64,12 +64,9 @@ def _commands(argv: list[str]) -> int:
     deliver_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
 
     send_cmd = commands.add_parser("send", help="send a test message to a server (trigger an automation)")
-    try:
-        from .send import add_arguments
-    except ImportError:  # pragma: no cover
-        add_arguments = None
-    if add_arguments:
-        add_arguments(send_cmd)
+    from .send import add_arguments
+
+    add_arguments(send_cmd)
     send_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
 
     queue_cmd = commands.add_parser("queue", help="show or retry deferred messages")

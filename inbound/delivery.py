@@ -18,15 +18,15 @@ from __future__ import annotations
 import os
 import time
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
-
 from . import log
 from .config import Config
 from .router import POSTMASTER_TO_FAILED, Router
 from .runner import Outcome, program_environment, run_program, run_python
 from .spool import ENVELOPE, MESSAGE, STATE, Spool, read_json, write_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 BACKOFF = (60, 300, 900, 3600, 7200, 14400)  # seconds after the 1st, 2nd, ... deferral
 

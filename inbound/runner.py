@@ -20,14 +20,16 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import IO, Any
 
 from . import log
 from .envelope import Envelope
 from .outcomes import Reject, TempFail
 from .router import Handler
+
+TYPE_CHECKING = False  # typing and dataclasses cost start-up time; names for type checkers only
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import IO, Any
 
 PERMANENT_EXIT = {65: "EX_DATAERR", 67: "EX_NOUSER", 77: "EX_NOPERM"}
 OUTPUT_LIMIT = 64 * 1024

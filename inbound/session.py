@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         def decide_message(self, incoming: Incoming, envelope: dict[str, Any]) -> Decision | None:
             """Called with the message on disk in incoming/ before the final reply; None accepts."""
 
+
 COMMAND_LINE_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
 TEXT_LINE_LIMIT = 1000  # RFC 5321 4.5.3.1.6, CRLF included
 ERROR_LIMIT = 10  # 5xx replies before 421 and close

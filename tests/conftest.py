@@ -117,18 +117,23 @@ class Server:
         path = self.root / "server.log"
         return path.read_text() if path.exists() else ""
 
-    def run(self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    def run(
+        self, *args: str, input: bytes | None = None, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
         """mailserver.py ARGS --config <ours>, as a subprocess over pipes."""
         full_env = {k: v for k, v in os.environ.items() if not k.startswith(("REMOTE_", "TCPREMOTE"))}
         full_env.update(env or {})
         return subprocess.run(
             [sys.executable, str(MAILSERVER), *args, "--config", str(self.config)],
-            input=input, capture_output=True, env=full_env, timeout=timeout,
+            input=input,
+            capture_output=True,
+            env=full_env,
+            timeout=timeout,
         )
 
-    def smtp(self, data: bytes, remote_addr: str = "192.0.2.10", env: dict[str, str] | None = None,
-             **kw: object) -> bytes:
+    def smtp(
+        self, data: bytes, remote_addr: str = "192.0.2.10", env: dict[str, str] | None = None, **kw: object
+    ) -> bytes:
         """One inetd-mode session over pipes: DATA is everything the client sends."""
         full_env = {"REMOTE_ADDR": remote_addr} if remote_addr else {}
         full_env.update(env or {})
@@ -179,7 +184,8 @@ def listening(server: Server) -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, str(MAILSERVER), "listen", "--port", str(port), "--config", str(server.config)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     try:
         wait_for_port(port)

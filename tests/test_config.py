@@ -39,7 +39,11 @@ def test_relative_paths_are_relative_to_the_config_file(server: Server) -> None:
 
 def test_dns_servers_take_host_and_port(server: Server) -> None:
     server.write_config(checks={"dns_servers": "127.0.0.1:5353, [::1]:53, 192.0.2.53"})
-    assert load(str(server.config)).checks.dns_servers == (("127.0.0.1", 5353), ("::1", 53), ("192.0.2.53", 53))
+    assert load(str(server.config)).checks.dns_servers == (
+        ("127.0.0.1", 5353),
+        ("::1", 53),
+        ("192.0.2.53", 53),
+    )
 
 
 def test_handler_sections_and_routes_are_read(server: Server) -> None:
@@ -61,8 +65,9 @@ def test_handler_sections_and_routes_are_read(server: Server) -> None:
         ("nonsense", "a", "b", "[nonsense]: unknown section"),
     ],
 )
-def test_bad_values_give_one_line_naming_file_section_and_key(server: Server, section: str, key: str,
-                                                              value: str, message: str) -> None:
+def test_bad_values_give_one_line_naming_file_section_and_key(
+    server: Server, section: str, key: str, value: str, message: str
+) -> None:
     parser = configparser.ConfigParser()
     parser.read(server.config)
     if not parser.has_section(section):
@@ -97,8 +102,11 @@ def test_config_comes_from_the_environment_when_not_given(server: Server) -> Non
 
     from conftest import MAILSERVER
 
-    result = subprocess.run([sys.executable, str(MAILSERVER), "check"], capture_output=True,
-                            env={**os.environ, "MAILSERVER_CONFIG": str(server.config)})
+    result = subprocess.run(
+        [sys.executable, str(MAILSERVER), "check"],
+        capture_output=True,
+        env={**os.environ, "MAILSERVER_CONFIG": str(server.config)},
+    )
     assert result.returncode == 0, result.stderr
     assert f"config:   {server.config}".encode() in result.stdout
 

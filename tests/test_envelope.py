@@ -27,7 +27,9 @@ def test_headers_are_read_without_loading_a_large_body(tmp_path: Path) -> None:
 
 def test_deep_mime_nesting_does_not_recurse_to_death() -> None:
     depth = 1500
-    head = b"".join(b"Content-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n--b%d\r\n" % (i, i) for i in range(depth))
+    head = b"".join(
+        b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth)
+    )
     raw = b"Subject: nested\r\n" + head + b"Content-Type: text/plain\r\n\r\ndeep\r\n"
     env = envelope(raw)
     assert env.subject == "nested"
@@ -53,16 +55,24 @@ def test_an_encoded_crlf_does_not_split_a_decoded_header() -> None:
 
 
 def test_attachment_filenames_are_made_safe() -> None:
-    for hostile, safe in [("../../etc/passwd", "passwd"), ("..\\..\\boot.ini", "boot.ini"), (".bashrc", "bashrc"),
-                          ("a\x00b\x07c.txt", "abc.txt"), ("", "attachment"), ("....", "attachment"),
-                          ("/", "attachment")]:
+    for hostile, safe in [
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\boot.ini", "boot.ini"),
+        (".bashrc", "bashrc"),
+        ("a\x00b\x07c.txt", "abc.txt"),
+        ("", "attachment"),
+        ("....", "attachment"),
+        ("/", "attachment"),
+    ]:
         assert safe_filename(hostile) == safe
 
 
 def test_display_name_tricks_do_not_change_the_address() -> None:
     """CVE-2023-27043: parseaddr could be fooled; the header parser is not."""
-    env = envelope(b'From: "alice@trusted.example" <mallory@evil.example>\r\n'
-                   b"To: a@example.org, b@example.org\r\n\r\nx\r\n")
+    env = envelope(
+        b'From: "alice@trusted.example" <mallory@evil.example>\r\n'
+        b"To: a@example.org, b@example.org\r\n\r\nx\r\n"
+    )
     assert [a.address for a in env.from_] == ["mallory@evil.example"]
     assert [a.name for a in env.from_] == ["alice@trusted.example"]
     assert [a.address for a in env.to] == ["a@example.org", "b@example.org"]
@@ -78,8 +88,10 @@ def test_garbage_gives_empty_values_and_defects_not_exceptions() -> None:
 
 
 def test_bad_charset_and_transfer_encoding_give_best_effort_text() -> None:
-    env = envelope(b"Content-Type: text/plain; charset=no-such-charset\r\n"
-                   b"Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9 =ZZ\r\n")
+    env = envelope(
+        b"Content-Type: text/plain; charset=no-such-charset\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n\r\ncaf=E9 =ZZ\r\n"
+    )
     assert env.text is not None and "caf" in env.text
 
 
@@ -95,7 +107,11 @@ def test_html_and_text_alternatives_and_attachments() -> None:
     assert env.text == "plain body\n"
     assert env.html == "<p>html body</p>\n"
     [attachment] = env.attachments
-    assert (attachment.filename, attachment.content_type, attachment.size) == ("data.bin", "application/octet-stream", 8)
+    assert (attachment.filename, attachment.content_type, attachment.size) == (
+        "data.bin",
+        "application/octet-stream",
+        8,
+    )
     assert attachment.data == b"\x00\x01binary"
 
 

@@ -13,11 +13,17 @@ EHLO = b"EHLO client.example\r\n"
 MESSAGE = b"From: Alice <alice@sender.example>\r\nTo: sink@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
 
 
-def mail(server: Server, *recipients: str, sender: str = "alice@sender.example", body: bytes = MESSAGE,
-         **kw: object) -> bytes:
+def mail(
+    server: Server,
+    *recipients: str,
+    sender: str = "alice@sender.example",
+    body: bytes = MESSAGE,
+    **kw: object,
+) -> bytes:
     rcpts = b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in recipients)
-    return server.smtp(EHLO + b"MAIL FROM:<%s>\r\n" % sender.encode() + rcpts + b"DATA\r\n" + body
-                       + b".\r\nQUIT\r\n", **kw)  # type: ignore[arg-type]
+    return server.smtp(
+        EHLO + b"MAIL FROM:<%s>\r\n" % sender.encode() + rcpts + b"DATA\r\n" + body + b".\r\nQUIT\r\n", **kw
+    )  # type: ignore[arg-type]
 
 
 def state_of(server: Server, folder: str, queue_id: str) -> dict:
@@ -43,17 +49,28 @@ def runs(server: Server, name: str) -> int:
 def test_routes_then_addresses_then_local_part_then_catchall(server: Server) -> None:
     server.add_program("routed")
     server.add_program("catcher")
-    server.add_python("claims", """
+    server.add_python(
+        "claims",
+        """
         import os
         ADDRESSES = ["team-*@example.org"]
         def handle(envelope):
             open(os.path.join(os.path.dirname(__file__), "..", "claims.got"), "a").write(
                 " ".join(envelope.recipients) + "\\n")
-    """)
-    server.write_config(routes={"*@example.net": "routed", "sink@example.org": "routed"},
-                        handlers={"dir": "handlers", "timeout": "20", "catchall": "catcher"})
-    out = mail(server, "sink@example.org", "anyone@example.net", "team-red@example.org", "sink+x@example.org",
-               "stranger@example.org")
+    """,
+    )
+    server.write_config(
+        routes={"*@example.net": "routed", "sink@example.org": "routed"},
+        handlers={"dir": "handlers", "timeout": "20", "catchall": "catcher"},
+    )
+    out = mail(
+        server,
+        "sink@example.org",
+        "anyone@example.net",
+        "team-red@example.org",
+        "sink+x@example.org",
+        "stranger@example.org",
+    )
     assert codes(out) == [220, 250, 250, 250, 250, 250, 250, 250, 354, 250, 221]
     assert [env["RECIPIENTS"] for _, env in server.got("routed")] == ["sink@example.org anyone@example.net"]
     assert (server.root / "claims.got").read_text() == "team-red@example.org\n"
@@ -88,8 +105,13 @@ def test_dropping_a_file_in_is_the_whole_deployment(server: Server) -> None:
 
 def test_programs_get_the_qmail_style_environment_and_nothing_else(server: Server) -> None:
     server.write_config(handler__sink={"mirror": "file:///srv/m", "max-size": "3"})
-    mail(server, "sink+ext@example.org", "sink@example.net", env={"SECRET_TOKEN": "do-not-leak"},
-         remote_addr="198.51.100.9")
+    mail(
+        server,
+        "sink+ext@example.org",
+        "sink@example.net",
+        env={"SECRET_TOKEN": "do-not-leak"},
+        remote_addr="198.51.100.9",
+    )
     [(message, env)] = server.got()
     assert env["SENDER"] == "alice@sender.example"
     assert env["RECIPIENT"] == "sink+ext@example.org"
@@ -153,11 +175,14 @@ def test_a_program_killed_by_a_signal_is_deferred(server: Server) -> None:
 
 def test_a_program_past_the_timeout_is_killed_with_its_process_group(server: Server) -> None:
     server.write_config(handlers={"dir": "handlers", "timeout": "1"})
-    server.add_program("sleeper", """\
+    server.add_program(
+        "sleeper",
+        """\
         #!/bin/sh
         (sleep 3; touch "$(dirname "$0")/../grandchild-survived") &
         sleep 30
-    """)
+    """,
+    )
     started = time.monotonic()
     mail(server, "sleeper@example.org")
     assert time.monotonic() - started < 10
@@ -179,7 +204,9 @@ def test_a_program_that_does_not_read_its_input_is_fine(server: Server) -> None:
 
 def test_python_handler_gets_a_parsed_envelope(server: Server) -> None:
     server.write_config(handler__probe={"colour": "blue"})
-    server.add_python("probe", """
+    server.add_python(
+        "probe",
+        """
         import json, os
         def handle(envelope):
             out = {"sender": envelope.sender, "recipients": envelope.recipients, "helo": envelope.helo,
@@ -190,7 +217,8 @@ def test_python_handler_gets_a_parsed_envelope(server: Server) -> None:
                    "message_subject": str(envelope.message["Subject"])}
             with open(os.path.join(os.path.dirname(__file__), "..", "probe.json"), "w") as f:
                 json.dump(out, f)
-    """)
+    """,
+    )
     out = mail(server, "probe@example.org", remote_addr="203.0.113.5")
     got = json.loads((server.root / "probe.json").read_text())
     assert got["sender"] == "alice@sender.example"
@@ -215,11 +243,14 @@ def test_python_handler_gets_a_parsed_envelope(server: Server) -> None:
     ],
 )
 def test_python_handler_outcomes(server: Server, body: str, folder: str | None) -> None:
-    server.add_python("py", f"""
+    server.add_python(
+        "py",
+        f"""
         from mailserver import Reject, TempFail
         def handle(envelope):
             {body}
-    """)
+    """,
+    )
     mail(server, "py@example.org")
     for name in ("queue", "failed"):
         assert len(server.ids(name)) == (1 if name == folder else 0), name
@@ -227,11 +258,14 @@ def test_python_handler_outcomes(server: Server, body: str, folder: str | None) 
 
 def test_a_python_handler_past_the_timeout_is_deferred(server: Server) -> None:
     server.write_config(handlers={"dir": "handlers", "timeout": "1"})
-    server.add_python("slowpy", """
+    server.add_python(
+        "slowpy",
+        """
         import time
         def handle(envelope):
             time.sleep(30)
-    """)
+    """,
+    )
     mail(server, "slowpy@example.org")
     [queue_id] = server.ids("queue")
     assert "timed out" in state_of(server, "queue", queue_id)["handlers"]["slowpy"]["last_error"]
@@ -241,37 +275,46 @@ def test_a_python_handler_past_the_timeout_is_deferred(server: Server) -> None:
 
 
 def test_inline_reject_becomes_550_and_nothing_is_kept(server: Server) -> None:
-    server.add_python("gatekeeper", """
+    server.add_python(
+        "gatekeeper",
+        """
         from mailserver import Reject
         INLINE = True
         def handle(envelope):
             if "spam" in envelope.subject:
                 raise Reject("we do not want spam")
-    """)
+    """,
+    )
     out = mail(server, "gatekeeper@example.org", body=b"Subject: spam spam\r\n\r\nbuy\r\n")
     assert replies(out)[-2] == b"550 5.7.1 Message refused: rejected: we do not want spam"
     assert server.ids("queue") == [] and server.ids("failed") == [] and server.ids("incoming") == []
 
 
 def test_inline_tempfail_becomes_451(server: Server) -> None:
-    server.add_python("busy", """
+    server.add_python(
+        "busy",
+        """
         from mailserver import TempFail
         INLINE = True
         def handle(envelope):
             raise TempFail("database down")
-    """)
+    """,
+    )
     out = mail(server, "busy@example.org")
     assert replies(out)[-2].startswith(b"451 4.3.0 Message deferred: temporary failure: database down")
     assert server.ids("queue") == []
 
 
 def test_inline_success_is_not_run_again_after_the_250(server: Server) -> None:
-    server.add_python("once", """
+    server.add_python(
+        "once",
+        """
         import os
         INLINE = True
         def handle(envelope):
             open(os.path.join(os.path.dirname(__file__), "..", "once.runs"), "a").write("run\\n")
-    """)
+    """,
+    )
     out = mail(server, "once@example.org", "sink@example.org")
     assert codes(out)[-2] == 250
     assert runs(server, "once") == 1
@@ -344,10 +387,13 @@ def test_keep_done_keeps_handled_messages_in_done(server: Server) -> None:
 
 
 def test_a_handler_with_a_syntax_error_only_stops_its_own_mail(server: Server) -> None:
-    server.add_python("broken", """
+    server.add_python(
+        "broken",
+        """
         def handle(envelope)
             pass
-    """)
+    """,
+    )
     out = mail(server, "broken@example.org", "sink@example.org")
     assert replies(out)[3].startswith(b"451 4.3.0 <broken@example.org>")
     assert codes(out)[4] == 250
@@ -388,7 +434,7 @@ def test_check_reports_a_route_to_a_missing_handler(server: Server) -> None:
 MALFORMED = (
     b"From: =?utf-8?b?!!broken?= <alice@sender.example>\r\n"
     b"Subject: =?x-unknown-charset?q?caf=E9?= =?utf-8?b?4pyT?=\r\n"
-    b"Content-Type: multipart/mixed; boundary=\"never-closed\"\r\n"
+    b'Content-Type: multipart/mixed; boundary="never-closed"\r\n'
     b"\r\n"
     b"--never-closed\r\n"
     b"Content-Type: text/plain; charset=bogus-charset\r\n"
@@ -404,7 +450,9 @@ MALFORMED = (
 
 
 def test_malformed_mime_gives_a_python_handler_best_effort_values(server: Server) -> None:
-    server.add_python("tolerant", """
+    server.add_python(
+        "tolerant",
+        """
         import json, os
         def handle(envelope):
             out = {"subject": envelope.subject, "from": [a.address for a in envelope.from_],
@@ -412,7 +460,8 @@ def test_malformed_mime_gives_a_python_handler_best_effort_values(server: Server
                    "defects": len(envelope.defects)}
             with open(os.path.join(os.path.dirname(__file__), "..", "tolerant.json"), "w") as f:
                 json.dump(out, f)
-    """)
+    """,
+    )
     mail(server, "tolerant@example.org", body=MALFORMED)
     got = json.loads((server.root / "tolerant.json").read_text())
     assert server.ids("queue") == []  # handled: no exception reached the server
@@ -445,11 +494,11 @@ def test_deliver_reports_temporary_and_refused_outcomes_by_exit_status(server: S
 
 def test_deliver_dry_run_prints_routes_and_environment_and_runs_nothing(server: Server) -> None:
     server.write_config(handler__sink={"mirror": "file:///m"})
-    result = server.run("deliver", "--dry-run", "--from", "a@b.example", "--to", "sink+x@example.org", "-",
-                        input=MESSAGE)
+    result = server.run(
+        "deliver", "--dry-run", "--from", "a@b.example", "--to", "sink+x@example.org", "-", input=MESSAGE
+    )
     assert result.returncode == 0, result.stderr
     text = result.stdout.decode()
     assert "route: sink+x@example.org -> sink (local part)" in text
     assert "RECIPIENT=sink+x@example.org" in text and "CONF_MIRROR=file:///m" in text
     assert server.got() == [] and server.ids("queue") == []
-

@@ -40,7 +40,9 @@ def test_refused_recipients_raise_with_exact_codes(server: Server, listening: in
     with smtplib.SMTP("127.0.0.1", listening, timeout=10) as client:
         client.ehlo("client.example")
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
-            client.sendmail("a@sender.example", ["nobody@example.org", "x@elsewhere.example"], b"Subject: x\r\n\r\n")
+            client.sendmail(
+                "a@sender.example", ["nobody@example.org", "x@elsewhere.example"], b"Subject: x\r\n\r\n"
+            )
         assert refused.value.recipients["nobody@example.org"][0] == 550
         assert refused.value.recipients["nobody@example.org"][1].startswith(b"5.1.1")
         assert refused.value.recipients["x@elsewhere.example"][1].startswith(b"5.7.1")
@@ -94,8 +96,10 @@ def test_concurrent_connections_each_get_their_own_process(server: Server, liste
 
 def test_ctrl_c_stops_listen_cleanly(server: Server) -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(MAILSERVER), "listen", "--port", str(port), "--config",
-                             str(server.config)], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(MAILSERVER), "listen", "--port", str(port), "--config", str(server.config)],
+        stderr=subprocess.PIPE,
+    )
     wait_for_port(port)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=10) == 0

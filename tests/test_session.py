@@ -82,8 +82,9 @@ def test_helo_gets_a_plain_250(server: Server) -> None:
         (b"QUIT\r\n", 221, b"2.0.0"),
     ],
 )
-def test_each_verb_gets_its_reply_with_an_enhanced_code(server: Server, command: bytes, code: int,
-                                                         enhanced: bytes) -> None:
+def test_each_verb_gets_its_reply_with_an_enhanced_code(
+    server: Server, command: bytes, code: int, enhanced: bytes
+) -> None:
     out, _ = talk(server, EHLO + command)
     last = replies(out)[2]
     assert int(last[:3]) == code
@@ -172,7 +173,9 @@ def test_local_domains_are_case_insensitive_and_extensions_route_to_the_base(ser
     assert session.summary.recipients == ["sink+tag@example.org"]
 
 
-@pytest.mark.parametrize("address", [b"<postmaster@example.org>", b"<POSTMASTER@example.net>", b"<postmaster>"])
+@pytest.mark.parametrize(
+    "address", [b"<postmaster@example.org>", b"<POSTMASTER@example.net>", b"<postmaster>"]
+)
 def test_postmaster_is_always_accepted(server: Server, address: bytes) -> None:
     out, _ = talk(server, EHLO + MAIL + b"RCPT TO:" + address + b"\r\n")
     assert replies(out)[-1].startswith(b"250 2.1.5")
@@ -269,7 +272,9 @@ def test_data_over_the_limit_gets_552_and_nothing_is_kept(server: Server) -> Non
 
 def test_eight_bit_data_is_kept_byte_exact(server: Server) -> None:
     body = "Subject: caf\u00e9\r\n\r\n\u00fcber \u2603\r\n".encode()
-    out, session = talk(server, EHLO + b"MAIL FROM:<a@b.example> BODY=8BITMIME\r\n" + RCPT + b"DATA\r\n" + body + b".\r\n")
+    out, session = talk(
+        server, EHLO + b"MAIL FROM:<a@b.example> BODY=8BITMIME\r\n" + RCPT + b"DATA\r\n" + body + b".\r\n"
+    )
     message = (server.spool / "queue" / session.summary.queue_ids[0] / "message").read_bytes()
     assert message.endswith(body)
 
@@ -288,7 +293,9 @@ def test_rset_aborts_the_transaction(server: Server) -> None:
 
 def test_pipelined_commands_get_replies_in_order(server: Server) -> None:
     """Everything in one write (RFC 2920): replies come back in order, one per command."""
-    out, _ = talk(server, EHLO + MAIL + RCPT + b"RCPT TO:<x@elsewhere.example>\r\nDATA\r\n\r\nhi\r\n.\r\nQUIT\r\n")
+    out, _ = talk(
+        server, EHLO + MAIL + RCPT + b"RCPT TO:<x@elsewhere.example>\r\nDATA\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+    )
     assert codes(out) == [220, 250, 250, 250, 550, 354, 250, 221]
 
 
@@ -320,7 +327,9 @@ def test_a_line_of_exactly_1000_octets_is_allowed(server: Server) -> None:
 SMUGGLED = b"MAIL FROM:<evil@attacker.example>\r\nRCPT TO:<sink@example.org>\r\nDATA\r\n\r\nsmuggled\r\n"
 
 
-@pytest.mark.parametrize("fake_end", [b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r\n\x00.\r\n"])
+@pytest.mark.parametrize(
+    "fake_end", [b"\n.\n", b"\n.\r\n", b"\r.\r\n", b"\r\n.\n", b"\r\n.\r", b"\r\n\x00.\r\n"]
+)
 def test_smuggled_end_of_data_does_not_end_data(server: Server, fake_end: bytes) -> None:
     """Only CRLF.CRLF ends DATA: what follows a fake end is part of the (refused) message."""
     data = EHLO + MAIL + RCPT + b"DATA\r\nSubject: x\r\n\r\nbody" + fake_end + SMUGGLED + b"\r\n.\r\nQUIT\r\n"
@@ -352,7 +361,16 @@ def test_too_many_errors_close_the_connection_with_421(server: Server) -> None:
 
 def test_bdat_chunks_make_one_message(server: Server) -> None:
     one, two = b"Subject: chunks\r\n\r\nfirst ", b"second\r\n"
-    data = EHLO + MAIL + RCPT + b"BDAT %d\r\n" % len(one) + one + b"BDAT %d LAST\r\n" % len(two) + two + b"QUIT\r\n"
+    data = (
+        EHLO
+        + MAIL
+        + RCPT
+        + b"BDAT %d\r\n" % len(one)
+        + one
+        + b"BDAT %d LAST\r\n" % len(two)
+        + two
+        + b"QUIT\r\n"
+    )
     out, session = talk(server, data)
     assert codes(out) == [220, 250, 250, 250, 250, 250, 221]
     message = (server.spool / "queue" / session.summary.queue_ids[0] / "message").read_bytes()
