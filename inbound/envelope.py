@@ -103,21 +103,37 @@ def mime_depth_ok(data: bytes) -> bool:
 
 
 class _Deadline:
-    """Abandon a parse after PARSE_SECONDS (SIGALRM; main thread only, else no bound)."""
+    """Abandon a parse after PARSE_SECONDS (SIGALRM; main thread only, else no bound).
+
+    An outer timer (a handler's timeout) is kept: when it is due first it is left alone to
+    fire; otherwise it is re-armed with what is left of it afterwards.
+    """
 
     def __enter__(self) -> None:
+        import time
+
         self.armed = False
+        self.started = time.monotonic()
         try:
+            outer = signal.getitimer(signal.ITIMER_REAL)[0]
+            if outer and outer <= PARSE_SECONDS:
+                return
             self.previous = signal.signal(signal.SIGALRM, self._expire)
+            self.outer = outer
             signal.setitimer(signal.ITIMER_REAL, PARSE_SECONDS)
             self.armed = True
         except ValueError:  # not the main thread
             pass
 
     def __exit__(self, *exc: object) -> None:
+        import time
+
         if self.armed:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self.previous)
+            if self.outer:
+                left = self.outer - (time.monotonic() - self.started)
+                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
 
     @staticmethod
     def _expire(signum: int, frame: object) -> None:

@@ -502,3 +502,21 @@ def test_deliver_dry_run_prints_routes_and_environment_and_runs_nothing(server: 
     assert "route: sink+x@example.org -> sink (local part)" in text
     assert "RECIPIENT=sink+x@example.org" in text and "CONF_MIRROR=file:///m" in text
     assert server.got() == [] and server.ids("queue") == []
+
+
+def test_parsing_inside_a_handler_keeps_the_handler_timeout(server: Server) -> None:
+    server.write_config(handlers={"dir": "handlers", "timeout": "1"})
+    server.add_python(
+        "parsethensleep",
+        """
+        import time
+        def handle(envelope):
+            envelope.text  # arms and disarms the parse deadline
+            time.sleep(30)
+    """,
+    )
+    started = time.monotonic()
+    mail(server, "parsethensleep@example.org")
+    assert time.monotonic() - started < 10
+    [queue_id] = server.ids("queue")
+    assert "timed out" in state_of(server, "queue", queue_id)["handlers"]["parsethensleep"]["last_error"]
