@@ -49,9 +49,19 @@ def protect_stderr() -> None:
         os.close(null)
 
 
+def _unmapped(addr: str) -> str:
+    return addr[len("::ffff:") :] if addr.startswith("::ffff:") and "." in addr else addr
+
+
 def client_address(fd: int = 0, environ: dict[str, str] | None = None) -> Client:
+    """The client: peer of FD when it is a socket, else the spawner's environment.
+
+    xinetd's REMOTE_HOST is the client's *address* (mapped ::ffff:a.b.c.d with IPv6), never
+    a name; only ucspi-tcp's TCPREMOTEHOST is a name.
+    """
     environ = os.environ if environ is None else environ  # type: ignore[assignment]
     assert environ is not None
+    name = environ.get("TCPREMOTEHOST", "")
     try:
         is_socket = stat.S_ISSOCK(os.fstat(fd).st_mode)
     except OSError:
@@ -66,23 +76,12 @@ def client_address(fd: int = 0, environ: dict[str, str] | None = None) -> Client
             finally:
                 sock.close()
             if isinstance(peer, tuple) and peer:
-                addr = str(peer[0])
-                if addr.startswith("::ffff:") and "." in addr:
-                    addr = addr[len("::ffff:") :]
-                return Client(addr, str(peer[1]), environ.get("REMOTE_HOST", ""))
+                return Client(_unmapped(str(peer[0])), str(peer[1]), name)
         except OSError:
             pass
-    addr = environ.get("REMOTE_ADDR") or environ.get("TCPREMOTEIP") or ""
+    addr = environ.get("REMOTE_ADDR") or environ.get("TCPREMOTEIP") or environ.get("REMOTE_HOST") or ""
     port = environ.get("REMOTE_PORT") or environ.get("TCPREMOTEPORT") or ""
-    host = environ.get("TCPREMOTEHOST") or ""
-    remote_host = environ.get("REMOTE_HOST", "")
-    if not addr and remote_host:
-        addr = remote_host  # xinetd puts the address in REMOTE_HOST
-    elif remote_host and remote_host != addr:
-        host = remote_host
-    if addr.startswith("::ffff:") and "." in addr:
-        addr = addr[len("::ffff:") :]
-    return Client(addr, port, host)
+    return Client(_unmapped(addr), port, name)
 
 
 def release_client(channel: Channel) -> None:
