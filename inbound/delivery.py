@@ -51,40 +51,58 @@ class Delivery:
 
     # -- checks -------------------------------------------------------------
     def authenticate(self, folder: str, envelope: dict[str, Any], state: dict[str, Any]) -> Any:
-        """The AuthResults of the message (computed once, then read from state.json)."""
+        """The AuthResults of the message (computed once, then read from state.json).
+
+        Authentication-Results bearing our authserv-id that came with the message are
+        removed from the spooled copy first, whether or not any check is enabled.
+        """
         checks = self.config.checks
-        if not (checks.spf or checks.dkim or checks.dmarc or checks.arc):
-            state.setdefault("authres", f"{self.config.server.hostname}; none")
+        enabled = checks.spf or checks.dkim or checks.dmarc or checks.arc
+        if not enabled and state.get("authres"):
             return None
-        from . import checks as checks_module  # the DNS/DKIM/SPF stack: only for accepted mail
+        from . import checks as checks_module  # the DNS/DKIM/SPF stack loads only in authenticate()
 
         if state.get("auth") is not None:
-            return checks_module.AuthResults.from_dict(state["auth"])
-        path = os.path.join(folder, MESSAGE)
+            stored = checks_module.AuthResults.from_dict(state["auth"])
+            if not stored.temporary:  # a temperror is asked again on the next attempt
+                return stored
         hostname = self.config.server.hostname
-        with open(path, "rb") as f:
-            data = f.read()
-        cleaned = checks_module.remove_our_authres(data, hostname)
-        if cleaned != data:  # forged results bearing our name: drop them from the spool copy
-            tmp = path + ".clean"
-            with open(tmp, "wb") as f:
-                f.write(cleaned)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-            log.warning("%s: removed Authentication-Results bearing our authserv-id", envelope["queue_id"])
-        results = checks_module.authenticate(
-            cleaned,
-            client_ip=envelope.get("remote_addr", ""),
-            helo=envelope.get("helo", ""),
-            mail_from=envelope.get("sender", ""),
-            settings=checks,
-            authserv_id=hostname,
-        )
-        state["auth"] = results.to_dict()
-        state["authres"] = results.header_value(hostname)
+        path = os.path.join(folder, MESSAGE)
+        self.remove_forged_results(path, envelope["queue_id"], checks_module.remove_our_authres)
+        results = None
+        if enabled:
+            with open(path, "rb") as f:
+                data = f.read()
+            results = checks_module.authenticate(
+                data,
+                client_ip=envelope.get("remote_addr", ""),
+                helo=envelope.get("helo", ""),
+                mail_from=envelope.get("sender", ""),
+                settings=checks,
+                authserv_id=hostname,
+            )
+            state["auth"] = results.to_dict()
+        state["authres"] = results.header_value(hostname) if results else f"{hostname}; none"
         write_json(os.path.join(folder, STATE), state)
         return results
+
+    def remove_forged_results(self, path: str, queue_id: str, remove: Any) -> None:
+        with open(path, "rb") as f:
+            head = f.read(256 * 1024)
+        if b"authentication-results" not in head.lower():
+            return
+        with open(path, "rb") as f:
+            data = f.read()
+        cleaned = remove(data, self.config.server.hostname)
+        if cleaned == data:
+            return
+        tmp = path + ".clean"
+        with open(tmp, "wb") as f:
+            f.write(cleaned)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        log.warning("%s: removed Authentication-Results bearing our authserv-id", queue_id)
 
     # -- handlers -------------------------------------------------------------
     def handler_groups(self, envelope: dict[str, Any]) -> dict[str, list[str]]:

@@ -64,7 +64,7 @@ class Gate:
                 log.error("%s: checks failed: %s: %s", incoming.queue_id, type(e).__name__, e)
                 auth = None
             if auth is not None and auth.dmarc_rejects():
-                return Decision("dmarc_reject", {"domain": getattr(auth.dmarc, "domain", "")})
+                return Decision("dmarc_reject", {"domain": getattr(auth.dmarc, "from_domain", "")})
         if inline:
             outcomes = delivery.deliver(incoming.dir, inline_only=True)
             for outcome in outcomes.values():

@@ -209,7 +209,7 @@ class Resolver:
                 problems.append(f"{host}:{port} {dns.rcode.to_text(rcode)}")
                 answered_badly += 1
             if answered_badly == len(servers):  # every server refused or failed: asking again won't help
-                raise DNSTemporaryError(f"{qname}: {'; '.join(problems[-len(servers):])}")
+                raise DNSTemporaryError(f"{qname}: {'; '.join(problems[-len(servers) :])}")
 
 
 def _address(host: str) -> str:

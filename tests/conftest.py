@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 MAILSERVER = ROOT / "mailserver.py"
 sys.path.insert(0, str(ROOT))
 
+from conftest_dns import check_settings, dns_server, dns_server_process_wide  # noqa: E402,F401  (fixtures)
+
 BASE_CONFIG = """\
 [server]
 hostname = mx.test.example

@@ -520,3 +520,16 @@ def test_parsing_inside_a_handler_keeps_the_handler_timeout(server: Server) -> N
     assert time.monotonic() - started < 10
     [queue_id] = server.ids("queue")
     assert "timed out" in state_of(server, "queue", queue_id)["handlers"]["parsethensleep"]["last_error"]
+
+
+def test_forged_authentication_results_with_our_authserv_id_are_removed(server: Server) -> None:
+    forged = (
+        b"Authentication-Results: mx.test.example; spf=pass smtp.mailfrom=boss@example.org\r\n"
+        b"Authentication-Results: other.example; spf=fail smtp.mailfrom=x@y.example\r\n"
+    )
+    mail(server, "sink@example.org", body=forged + MESSAGE)
+    [(message, env)] = server.got()
+    assert message.count(b"mx.test.example;") == 1
+    assert message.startswith(b"Authentication-Results: mx.test.example; none\n")
+    assert b"Authentication-Results: other.example; spf=fail" in message
+    assert env["SPF_RESULT"] == "none"
