@@ -5,11 +5,12 @@ Set `[handler.postmaster] maildir = /path` to keep it elsewhere.
 """
 
 import os
-import socket
 import time
 
 
 def handle(envelope):
+    import socket  # here, not at the top: every connection loads every handler module
+
     maildir = envelope.config.get("maildir") or os.path.join(envelope.spool, "postmaster")
     for sub in ("tmp", "new", "cur"):
         os.makedirs(os.path.join(maildir, sub), mode=0o750, exist_ok=True)

@@ -101,6 +101,7 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "REMOTE_HOST": envelope.remote_host,
         "HELO": envelope.helo,
         "QUEUE_ID": envelope.queue_id,
+        "HANDLER": envelope.handler,
         "AUTHENTICATION_RESULTS": authres,
         "SPF_RESULT": "none",
         "DKIM_RESULT": "none",

@@ -1,0 +1,81 @@
+"""webhook: POST each message as JSON to a URL, signed with HMAC-SHA256.
+
+[handler.webhook] settings:
+
+    url     = https://example.org/hooks/mail   ; where to POST (required)
+    secret  =                                  ; HMAC key; empty: no signature header
+    timeout = 30                               ; seconds
+
+The body is `envelope.as_dict(with_attachments=True)` as JSON (UTF-8): queue_id, sender,
+recipients, helo, remote_addr, subject, from, to, cc, text, html, auth, defects, and
+attachments (filename, content_type, size, data in base64).  Headers:
+
+    Content-Type: application/json
+    X-Mailserver-Queue-Id: <queue id>
+    X-Mailserver-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes with `secret`>
+
+Verify it on the receiving side before trusting the body, in constant time, e.g. Python:
+`hmac.compare_digest(header, "sha256=" + hmac.new(secret, body, "sha256").hexdigest())`.
+
+The answer decides: 2xx done; 408, 429 and 5xx, a redirect, a time-out or no connection:
+try again later (TempFail); any other 4xx: refused for good (Reject, the message goes to
+failed/).  Redirects are not followed (they would turn the POST into a GET).
+Only the standard library is used.  Copy this file into handlers/ to use it.
+"""
+
+from mailserver import Reject, TempFail
+
+RETRYABLE_4XX = {408, 425, 429}
+
+
+def handle(envelope):
+    # Imported here, not at the top: every connection loads the handlers, few call this one.
+    import json
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            return None  # the 3xx becomes an HTTPError below
+
+    url = envelope.config.get("url", "").strip()
+    if not url.startswith(("http://", "https://")):
+        raise TempFail(f"[handler.{envelope.handler or 'webhook'}] url must be an http(s) URL, got {url!r}")
+    body = json.dumps(envelope.as_dict(with_attachments=True), ensure_ascii=False).encode("utf-8")
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "mailserver-webhook/1",
+        "X-Mailserver-Queue-Id": envelope.queue_id,
+    }
+    secret = envelope.config.get("secret", "")
+    if secret:
+        headers["X-Mailserver-Signature"] = signature(secret, body)
+    timeout = float(envelope.config.get("timeout", "30") or 30)
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as e:
+        detail = f"{url} answered {e.code} {e.reason}: {snippet(e)}"
+        if 400 <= e.code < 500 and e.code not in RETRYABLE_4XX:
+            raise Reject(detail)
+        raise TempFail(detail)
+    except (urllib.error.URLError, OSError) as e:  # refused, DNS, TLS, time-out
+        raise TempFail(f"{url}: {getattr(e, 'reason', e)}")
+    if not 200 <= status < 300:
+        raise TempFail(f"{url} answered {status}")
+
+
+def signature(secret: str, body: bytes) -> str:
+    import hashlib
+    import hmac
+
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def snippet(error) -> str:
+    try:
+        return " ".join(error.read(300).decode("utf-8", "replace").split())
+    except Exception:
+        return ""
