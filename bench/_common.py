@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -28,8 +29,13 @@ arc = no
 
 
 def server_folder() -> str:
+    """A server folder whose handlers are the shipped ones plus `sink` (reads and discards)."""
     root = tempfile.mkdtemp(prefix="mailserver-bench-")
-    os.makedirs(os.path.join(root, "handlers"))
+    shutil.copytree(
+        os.path.join(ROOT, "handlers"),
+        os.path.join(root, "handlers"),
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
     with open(os.path.join(root, "config.ini"), "w") as f:
         f.write(CONFIG)
     sink = os.path.join(root, "handlers", "sink")

@@ -60,17 +60,19 @@ class Delivery:
         enabled = checks.spf or checks.dkim or checks.dmarc or checks.arc
         if not enabled and state.get("authres"):
             return None
-        from . import checks as checks_module  # the DNS/DKIM/SPF stack loads only in authenticate()
-
         if state.get("auth") is not None:
+            from . import checks as checks_module  # the stack itself loads only in authenticate()
+
             stored = checks_module.AuthResults.from_dict(state["auth"])
             if not stored.temporary:  # a temperror is asked again on the next attempt
                 return stored
         hostname = self.config.server.hostname
         path = os.path.join(folder, MESSAGE)
-        self.remove_forged_results(path, envelope["queue_id"], checks_module.remove_our_authres)
+        self.remove_forged_results(path, envelope["queue_id"])
         results = None
         if enabled:
+            from . import checks as checks_module
+
             with open(path, "rb") as f:
                 data = f.read()
             results = checks_module.authenticate(
@@ -86,14 +88,16 @@ class Delivery:
         write_json(os.path.join(folder, STATE), state)
         return results
 
-    def remove_forged_results(self, path: str, queue_id: str, remove: Any) -> None:
+    def remove_forged_results(self, path: str, queue_id: str) -> None:
         with open(path, "rb") as f:
             head = f.read(256 * 1024)
         if b"authentication-results" not in head.lower():
-            return
+            return  # the common case: nothing to look at, nothing imported
+        from .checks import remove_our_authres
+
         with open(path, "rb") as f:
             data = f.read()
-        cleaned = remove(data, self.config.server.hostname)
+        cleaned = remove_our_authres(data, self.config.server.hostname)
         if cleaned == data:
             return
         tmp = path + ".clean"

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import re
 import signal
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing and dataclasses cost start-up time; names for type checkers only
 if TYPE_CHECKING:
     from email.message import EmailMessage
+    from typing import Any
 
     from .checks import AuthResults
     from .config import Config
@@ -39,21 +39,41 @@ MAX_MIME_DEPTH = 32
 PARSE_SECONDS = 10.0
 
 
-@dataclass(frozen=True)
 class Address:
-    name: str
-    address: str
+    """One parsed address of a header: display name and address (what the message claims)."""
+
+    __slots__ = ("name", "address")
+
+    def __init__(self, name: str, address: str) -> None:
+        self.name = name
+        self.address = address
 
     def __str__(self) -> str:
         return f"{self.name} <{self.address}>" if self.name else self.address
 
+    def __repr__(self) -> str:
+        return f"Address({self.name!r}, {self.address!r})"
 
-@dataclass(frozen=True)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Address) and (self.name, self.address) == (other.name, other.address)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.address))
+
+
 class Attachment:
-    filename: str
-    content_type: str
-    size: int
-    data: bytes = field(repr=False)
+    """One attachment: a safe file name, its content type, size and decoded bytes."""
+
+    __slots__ = ("filename", "content_type", "size", "data")
+
+    def __init__(self, filename: str, content_type: str, size: int, data: bytes) -> None:
+        self.filename = filename
+        self.content_type = content_type
+        self.size = size
+        self.data = data
+
+    def __repr__(self) -> str:
+        return f"Attachment({self.filename!r}, {self.content_type!r}, {self.size})"
 
 
 class ParseTimeout(Exception):
