@@ -15,13 +15,14 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:  # -I leaves the script's folder off sys.path
     sys.path.insert(0, _HERE)
-if sys.flags.no_site:  # -S (fast start): find the venv's packages without site's .pth processing
-    _version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    for _prefix in (sys.prefix, os.path.join(_HERE, ".venv")):
-        _packages = os.path.join(_prefix, "lib", _version, "site-packages")
-        if os.path.isdir(_packages) and _packages not in sys.path:
-            sys.path.append(_packages)
-            break
+# Find the venv's packages without site's .pth processing (with -S, the fast start), and
+# the checkout's own .venv when started with another interpreter of the same version.
+_version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+for _prefix in (sys.prefix, os.path.join(_HERE, ".venv")):
+    _packages = os.path.join(_prefix, "lib", _version, "site-packages")
+    _wanted = sys.flags.no_site or _prefix != sys.prefix
+    if _wanted and os.path.isdir(_packages) and _packages not in sys.path:
+        sys.path.append(_packages)
 if __name__ == "__main__":
     sys.modules.setdefault("mailserver", sys.modules["__main__"])
 

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import sys
 
-EX_USAGE, EX_DATAERR, EX_NOUSER, EX_TEMPFAIL, EX_CONFIG = 64, 65, 67, 75, 78
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+    from .config import Config
+
+EX_USAGE, EX_DATAERR, EX_NOUSER, EX_IOERR, EX_TEMPFAIL, EX_CONFIG = 64, 65, 67, 74, 75, 78
 
 
 def main(argv: list[str]) -> int:
@@ -37,7 +43,13 @@ def _inetd_config(argv: list[str]) -> str | None:
 def _commands(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            self.print_usage(sys.stderr)
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
+            sys.exit(EX_USAGE)  # sysexits, not argparse's 2
+
+    parser = Parser(
         prog="mailserver.py",
         description="Receive-only SMTP server that runs your handlers on the mail it accepts. "
         "Without a command: one SMTP session on stdin/stdout (inetd mode).",
@@ -45,7 +57,7 @@ def _commands(argv: list[str]) -> int:
     parser.add_argument(
         "--config", "-c", help="config file (default: $MAILSERVER_CONFIG, else config.ini here)"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     listen_cmd = commands.add_parser(
         "listen", help="listen on HOST:PORT, one process per connection (dev mode)"
@@ -107,6 +119,15 @@ def _commands(argv: list[str]) -> int:
 
         return run_listen(args.host, args.port, config_path)
     log.setup(config.server.log, config.server.log_level)
+    try:
+        return _run(args, config)
+    except OSError as e:  # an unwritable spool, a missing message file: one line, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mailserver: {where}{e.strerror or e}", file=sys.stderr)
+        return EX_IOERR
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
     if args.command == "check":
         from .commands import check
 

@@ -29,6 +29,8 @@ def check(config: Config) -> int:
     for name in config.handler_config:
         if name not in handlers:
             print(f"note: [handler.{name}] configures a handler that is not installed", file=sys.stderr)
+    for note in _notes(config):
+        print(f"note: {note}", file=sys.stderr)
     print(f"config:   {config.path}")
     print(f"domains:  {', '.join(config.server.domains)}")
     print(f"spool:    {config.server.spool}")
@@ -50,6 +52,27 @@ def check(config: Config) -> int:
     for problem in problems:
         print(f"mailserver: {problem}", file=sys.stderr)
     return EX_CONFIG if problems else EX_OK
+
+
+def _notes(config: Config) -> list[str]:
+    """Things that are not errors but surprise people: scripts without +x, an unwritable spool."""
+    notes = []
+    folder = config.handlers.dir
+    for filename in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        path = os.path.join(folder, filename)
+        if filename.startswith(("_", ".")) or filename.endswith(".py") or not os.path.isfile(path):
+            continue
+        if not os.access(path, os.X_OK):
+            with open(path, "rb") as f:
+                if f.read(2) == b"#!":
+                    notes.append(f"{path}: a script without the executable bit is not a handler (chmod +x)")
+    spool = config.server.spool
+    existing = spool
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        notes.append(f"{spool}: not writable by this user (the server's user must own it)")
+    return notes
 
 
 def _kind(handlers: dict, name: str) -> str:

@@ -31,6 +31,12 @@ if TYPE_CHECKING:  # names for type checkers only; not imported at start-up
     from .spool import Incoming, Spool
 
 EX_CONFIG = 78
+SETTLED = {
+    "queue": "deferred: left in queue/ for `queue --run`",
+    "deleted": "done: every handler succeeded (removed from the spool, keep_done = 0)",
+    "done": "done: every handler succeeded (kept in done/)",
+    "failed": "failed: moved to failed/",
+}
 
 
 def same_file(fd_a: int, fd_b: int) -> bool:
@@ -126,6 +132,7 @@ def serve(config_path: str) -> int:
         helo=summary.helo,
         sender=",".join(summary.senders),
         recipients=",".join(summary.recipients),
+        refused=",".join(summary.refused),
         size=summary.size,
         queue_ids=",".join(summary.queue_ids),
         tls=summary.tls,

@@ -43,16 +43,19 @@ def listen(host: str, port: int, config_path: str) -> int:
                 continue
             with conn:
                 conn.setblocking(True)
-                children.append(
-                    subprocess.Popen(argv, stdin=conn.fileno(), stdout=conn.fileno(), close_fds=True)
+                # Its own session: Ctrl-C in the terminal stops the listener, not the sessions.
+                child = subprocess.Popen(
+                    argv, stdin=conn.fileno(), stdout=conn.fileno(), close_fds=True, start_new_session=True
                 )
+                children.append(child)
     except KeyboardInterrupt:
         print("\nmailserver: stopping", file=sys.stderr)
     finally:
         server.close()
-        for child in children:
+        for child in children:  # sessions under way get a few seconds to finish, then SIGTERM
             try:
-                child.wait(timeout=10)
+                child.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                child.kill()
+                child.terminate()
+                child.wait()
     return 0

@@ -72,6 +72,7 @@ class Summary:
         self.helo = ""
         self.senders: list[str] = []
         self.recipients: list[str] = []
+        self.refused: list[str] = []  # "address:code" of recipients we refused
         self.size = 0
         self.queue_ids: list[str] = []
         self.reply = ""
@@ -465,6 +466,8 @@ class Session:
         if decision.reply == "recipient_ok":
             self.tx.recipients.append({"address": address, "route": decision.route or ""})
             self.summary.recipients.append(address)
+        else:
+            self.summary.refused.append(f"{address}:{code_of(decision.reply)}")
         self.reply(decision.reply, **decision.fields)
 
     def gate_default_domain(self) -> str:

@@ -117,3 +117,30 @@ def test_check_exits_78_with_file_section_and_key_on_bad_config(server: Server) 
     assert result.returncode == 78
     assert result.stderr.decode().count("\n") == 1
     assert "[server] max_message_size" in result.stderr.decode()
+
+
+def test_usage_errors_exit_64(server: Server) -> None:
+    result = server.run("bogus-command")
+    assert result.returncode == 64
+    assert b"usage:" in result.stderr
+
+
+def test_check_notes_a_script_without_the_executable_bit(server: Server) -> None:
+    script = server.handlers / "forgot"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    result = server.run("check")
+    assert result.returncode == 0
+    assert (
+        f"note: {script}: a script without the executable bit is not a handler (chmod +x)"
+        in result.stderr.decode()
+    )
+
+
+def test_an_unwritable_spool_is_one_line_not_a_traceback(server: Server) -> None:
+    (server.root / "spool").write_text("a file where the spool folder should be")
+    eml = server.root / "m.eml"
+    eml.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    result = server.run("deliver", "--to", "sink@example.org", str(eml))
+    assert result.returncode == 74
+    assert b"Traceback" not in result.stderr
+    assert result.stderr.decode().count("\n") == 1

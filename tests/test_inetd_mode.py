@@ -69,8 +69,16 @@ def test_a_broken_config_gets_421_and_exit_78(server: Server) -> None:
 
 
 def test_the_summary_line_is_logged_once_per_connection(server: Server) -> None:
-    out = send(server)
-    queue_id = replies(out)[5].split()[-1].decode()
+    out = server.smtp(
+        EHLO
+        + MAIL
+        + b"RCPT TO:<nobody@example.org>\r\nRCPT TO:<x@elsewhere.example>\r\n"
+        + RCPT
+        + b"DATA\r\n"
+        + MESSAGE
+        + b".\r\nQUIT\r\n"
+    )
+    queue_id = replies(out)[7].split()[-1].decode()
     summaries = [line for line in server.log().splitlines() if " client=" in line]
     assert len(summaries) == 1
     line = summaries[0]
@@ -81,6 +89,7 @@ def test_the_summary_line_is_logged_once_per_connection(server: Server) -> None:
         "recipients=sink@example.org",
         f"queue_ids={queue_id}",
         "duration=",
+        "refused=nobody@example.org:550,x@elsewhere.example:550",
     ):
         assert field in line
     assert 'reply="221 2.0.0' in line

@@ -110,3 +110,24 @@ def test_listen_refuses_a_port_in_use(server: Server, listening: int) -> None:
     result = server.run("listen", "--port", str(listening), timeout=10)
     assert result.returncode == 69
     assert b"cannot listen on 127.0.0.1" in result.stderr
+
+
+def test_ctrl_c_with_a_session_open_prints_no_traceback(server: Server) -> None:
+    """Ctrl-C reaches the terminal's whole process group: sessions must not print tracebacks."""
+    import os
+    import socket
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, str(MAILSERVER), "listen", "--port", str(port), "--config", str(server.config)],
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    wait_for_port(port)
+    with socket.create_connection(("127.0.0.1", port)) as client:
+        assert client.recv(100).startswith(b"220")
+        client.sendall(b"EHLO x\r\n")
+        client.recv(1000)
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+    assert proc.stderr and b"Traceback" not in proc.stderr.read()
