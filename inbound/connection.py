@@ -180,9 +180,7 @@ def deliver_accepted(config: Config, router: Router, spool: Spool, accepted: lis
     for incoming in accepted:
         try:
             result = delivery.deliver_queued(incoming.queue_id)
-            log.info(
-                "%s: %s", incoming.queue_id, "queued for retry" if result.folder == "queue" else result.folder
-            )
+            log.info("%s: %s", incoming.queue_id, SETTLED.get(result.folder, result.folder))
         except Exception:
             import traceback
 

@@ -156,9 +156,8 @@ class Delivery:
             )
             entry["attempts"] = entry.get("attempts", 0) + 1
             write_json(os.path.join(folder, STATE), state)
-            log.info(
-                "%s: handler=%s status=%s %s", envelope["queue_id"], name, outcome.status, outcome.detail
-            )
+            detail = f" {outcome.detail}" if outcome.detail else ""
+            log.info("%s: handler=%s status=%s%s", envelope["queue_id"], name, outcome.status, detail)
         return outcomes
 
     def _is_inline(self, name: str) -> bool:

@@ -49,7 +49,7 @@ def _write(level: int, message: str, args: tuple[object, ...]) -> None:
     if _target == "syslog":
         syslog.syslog(_PRIORITY[level], message)
     elif _fd is not None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         name = ("debug", "info", "warning", "error")[level]
         line = f"{stamp} {_tag}[{os.getpid()}] {name}: {message}\n"
         try:

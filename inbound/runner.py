@@ -182,7 +182,7 @@ def run_program(
     feeder.join(5)
     text = b"".join(output).decode("utf-8", "replace")
     for line in text.splitlines()[:200]:
-        log.info("handler %s: %s", handler.name, line)
+        log.info("%s: handler %s: %s", envelope.queue_id, handler.name, line)
     if timed_out:
         return Outcome("deferred", f"timed out after {timeout:g} s, process group killed")
     last = text.strip().splitlines()[-1][:200] if text.strip() else ""
