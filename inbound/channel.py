@@ -26,8 +26,11 @@ class Closed(Exception):
 class Channel:
     READ_SIZE = 65536
 
-    def __init__(self, rfd: int = 0, wfd: int = 1) -> None:
+    WRITE_CHUNK = 4096  # poll() says POLLOUT with at least this much room (pipe) or more (socket)
+
+    def __init__(self, rfd: int = 0, wfd: int = 1, write_timeout: float = 300.0) -> None:
         self.rfd, self.wfd = rfd, wfd
+        self.write_timeout = write_timeout  # a client that never reads must not hold us either
         self.buffer = bytearray()
         self.tls_version: str | None = None
         self.tls_cipher: str | None = None
@@ -51,7 +54,7 @@ class Channel:
             try:
                 if poller.poll(left * 1000 + 1):
                     return os.read(self.rfd, self.READ_SIZE)
-            except ConnectionResetError:
+            except OSError:  # reset, timed out, unreachable: the client is gone
                 return b""
 
     def read_line(self, limit: int, deadline: float) -> bytes:
@@ -105,13 +108,29 @@ class Channel:
 
     # -- writing -------------------------------------------------------------
     def write(self, data: bytes) -> None:
+        """Write all of DATA within write_timeout (Timeout), or raise Closed."""
+        deadline = time.monotonic() + self.write_timeout
+        poller = select.poll()
+        poller.register(self.wfd, select.POLLOUT)
         view = memoryview(data)
         while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise Timeout
             try:
-                n = os.write(self.wfd, view)
-            except (BrokenPipeError, ConnectionResetError):
+                if not poller.poll(left * 1000 + 1):
+                    continue
+                n = os.write(self.wfd, view[: self.WRITE_CHUNK])
+            except OSError:
                 raise Closed from None
             view = view[n:]
+
+    def close(self) -> None:
+        for fd in {self.rfd, self.wfd}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
     def is_socket(self) -> bool:
         import stat

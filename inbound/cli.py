@@ -21,10 +21,29 @@ EX_USAGE, EX_DATAERR, EX_NOUSER, EX_IOERR, EX_TEMPFAIL, EX_CONFIG = 64, 65, 67, 
 def main(argv: list[str]) -> int:
     config_path = _inetd_config(argv)
     if config_path is not None:
+        protect_stderr()  # before any further import could print a traceback onto the socket
         from .connection import serve
 
         return serve(config_path)
     return _commands(argv)
+
+
+def protect_stderr() -> None:
+    """Under xinetd stderr is the client's socket: point it at /dev/null (systemd's journal
+    or a terminal, anything but the connection, is left alone)."""
+    import os
+
+    def same(a: int, b: int) -> bool:
+        try:
+            x, y = os.fstat(a), os.fstat(b)
+        except OSError:
+            return False
+        return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+
+    if same(2, 0) or same(2, 1):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
 
 
 def _inetd_config(argv: list[str]) -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 
 TYPE_CHECKING = False  # dataclasses/typing cost start-up time; names for type checkers only
 if TYPE_CHECKING:
@@ -107,12 +108,12 @@ class Config(Settings):
 # Each key: (kind, default).  Kinds: str, path, int, float, bool, list, choice:a|b, servers.
 SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     "server": {
-        "hostname": ("str", ""),
-        "domains": ("list", ""),
+        "hostname": ("hostname", ""),
+        "domains": ("domains", ""),
         "max_message_size": ("int", "26214400"),
         "max_recipients": ("int", "100"),
-        "command_timeout": ("float", "300"),
-        "data_timeout": ("float", "600"),
+        "command_timeout": ("timeout", "300"),
+        "data_timeout": ("timeout", "600"),
         "spool": ("path", "/var/spool/mailserver"),
         "log": ("log", "syslog"),
         "log_level": ("choice:debug|info|warning|error", "info"),
@@ -123,7 +124,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
     "handlers": {
         "dir": ("path", "handlers"),
-        "timeout": ("float", "300"),
+        "timeout": ("timeout", "300"),
         "retry_for": ("float", "432000"),
         "keep_done": ("float", "0"),
         "catchall": ("str", ""),
@@ -135,14 +136,14 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "arc": ("bool", "yes"),
         "dmarc_reject": ("bool", "no"),
         "dns_servers": ("servers", ""),
-        "dns_timeout": ("float", "5"),
+        "dns_timeout": ("timeout", "5"),
     },
     "reply": {
         "transport": ("choice:sendmail|smtp|mx|outbox", "sendmail"),
         "outbox": ("path", "var/outbox"),
         "sendmail": ("str", "/usr/sbin/sendmail -oi -t"),
         "smtp_host": ("str", "localhost"),
-        "smtp_port": ("int", "25"),
+        "smtp_port": ("port", "25"),
         "smtp_user": ("str", ""),
         "smtp_password": ("str", ""),
         "smtp_starttls": ("bool", "yes"),
@@ -153,6 +154,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dkim_key": ("path", ""),
     },
 }
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\.?")
 
 BOOLEANS = {
     "yes": True,
@@ -257,14 +260,31 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
         return os.path.normpath(os.path.join(base, raw)) if raw else ""
     if kind == "log":
         return raw if raw in ("syslog", "") else os.path.normpath(os.path.join(base, raw))
-    if kind in ("int", "float"):
+    if kind in ("int", "float", "timeout", "port"):
+        integer = kind in ("int", "port")
         try:
-            number = int(raw) if kind == "int" else float(raw)
+            if not raw.isascii():
+                raise ValueError
+            number = int(raw) if integer else float(raw)
         except ValueError:
-            raise bad(f"expected a{'n integer' if kind == 'int' else ' number'}") from None
-        if number < 0 or number != number:
-            raise bad("expected a number >= 0")
+            raise bad(f"expected a{'n integer' if integer else ' number'}") from None
+        if number < 0 or number != number or number in (float("inf"), float("-inf")) or number > 1e12:
+            raise bad("expected a finite number >= 0")
+        if kind == "timeout" and number <= 0:
+            raise bad("expected a number of seconds > 0")
+        if kind == "port" and not 0 < number < 65536:
+            raise bad("expected a port number 1-65535")
         return number
+    if kind == "hostname":
+        if raw and not _HOSTNAME.fullmatch(raw):
+            raise bad("expected a host name (letters, digits, dots, hyphens)")
+        return raw
+    if kind == "domains":
+        domains = tuple(item.strip() for item in raw.split(",") if item.strip())
+        for domain in domains:
+            if not _HOSTNAME.fullmatch(domain):
+                raise bad("expected domain names separated by commas")
+        return domains
     if kind == "bool":
         if raw.lower() not in BOOLEANS:
             raise bad("expected yes or no")
@@ -285,7 +305,7 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
                 port = rest[1:] if rest.startswith(":") else "53"
             elif item.count(":") == 1:
                 host, port = item.split(":")
-            if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536 or not host:
                 raise bad("expected HOST or HOST:PORT, comma separated")
             servers.append((host, int(port)))
         return tuple(servers)

@@ -39,20 +39,15 @@ SETTLED = {
 }
 
 
-def same_file(fd_a: int, fd_b: int) -> bool:
-    try:
-        a, b = os.fstat(fd_a), os.fstat(fd_b)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def protect_stderr() -> None:
-    """Under xinetd stderr is the client's socket: never let a stray write reach it."""
-    if same_file(2, 0) or same_file(2, 1):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
+def private_client_fds() -> tuple[int, int]:
+    """Take the client off fds 0 and 1: the session talks over private duplicates, and 0/1
+    become /dev/null, so nothing else (a handler's print(), a library) can reach the wire."""
+    rfd, wfd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    return rfd, wfd
 
 
 def _unmapped(addr: str) -> str:
@@ -90,31 +85,31 @@ def client_address(fd: int = 0, environ: dict[str, str] | None = None) -> Client
     return Client(_unmapped(addr), port, name)
 
 
-def release_client(channel: Channel) -> None:
-    """Close our ends of the connection so the client is released while handlers run."""
-    close = getattr(channel, "close", None)
-    if close:
-        close()
-    null = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1):
-        os.dup2(null, fd)
-    os.close(null)
+def release_client(*channels: Channel) -> None:
+    """Close every descriptor of the connection so the client is free while handlers run."""
+    for channel in channels:
+        channel.close()
 
 
 def serve(config_path: str) -> int:
     """inetd mode: one SMTP session on stdin/stdout, then deliver what was accepted."""
     started = time.monotonic()
-    protect_stderr()
+    rfd, wfd = private_client_fds()
+    channel = Channel(rfd, wfd)
     try:
         config = load(config_path)
-    except ConfigError as e:
+    except Exception as e:  # ConfigError, or a bug in validation: the client hears 421 either way
         log.setup("syslog")
-        log.error("%s", e)
-        os.write(1, b"421 4.3.0 Service not available: configuration error\r\n")
+        log.error("%s", e if isinstance(e, ConfigError) else f"{config_path}: {type(e).__name__}: {e}")
+        channel.write_timeout = 10
+        try:
+            channel.write(b"421 4.3.0 Service not available: configuration error\r\n")
+        except Exception:
+            pass
         return EX_CONFIG
     log.setup(config.server.log, config.server.log_level)
-    channel = Channel(0, 1)
-    client = client_address(0)
+    channel.write_timeout = config.server.command_timeout
+    client = client_address(rfd)
     try:
         session, gate = build_session(config, channel, client)
         summary = session.run()
@@ -123,8 +118,8 @@ def serve(config_path: str) -> int:
 
         log.error("session failed: %s", traceback.format_exc().replace("\n", " | "))
         try:
-            os.write(1, b"421 4.3.0 Service not available, try again later\r\n")
-        except OSError:
+            channel.write(b"421 4.3.0 Service not available, try again later\r\n")
+        except Exception:
             pass
         return 0
     log.summary(
@@ -139,8 +134,8 @@ def serve(config_path: str) -> int:
         reply=summary.reply,
         duration=f"{time.monotonic() - started:.3f}",
     )
+    release_client(session.channel, channel)  # the TLS channel (if any) and the plain one
     if session.accepted:
-        release_client(session.channel)
         deliver_accepted(config, gate.router, gate.spool, session.accepted)
     return 0
 

@@ -253,7 +253,9 @@ class Delivery:
             if lock is None:
                 continue  # another process has it
             try:
-                if os.path.exists(self.spool.path("queue", queue_id, ENVELOPE)):
+                state = read_json(self.spool.path("queue", queue_id, STATE), {}) or {}  # as of the lock
+                due = now_too or state.get("next_try", 0) <= self.clock()
+                if due and os.path.exists(self.spool.path("queue", queue_id, ENVELOPE)):
                     results.append(self.deliver_queued(queue_id))
             except Exception:
                 import traceback

@@ -85,7 +85,9 @@ def safe_filename(name: str | None, fallback: str = "attachment") -> str:
     name = (name or "").replace("\\", "/").split("/")[-1]
     name = "".join(c for c in name if c.isprintable() and c not in '<>:"|?*')
     name = name.strip().lstrip(".").strip()
-    return name[:200] or fallback
+    while len(name.encode("utf-8")) > 200:  # bytes, not characters: file systems count bytes
+        name = name[:-1]
+    return name or fallback
 
 
 def clean(value: object) -> str:
@@ -105,9 +107,16 @@ def split_header_block(data: bytes) -> tuple[bytes, bool]:
     return data[:end], False
 
 
+MAX_HEADER_FIELDS = 1000
+
+
 def bound_headers(block: bytes, defects: list[str]) -> bytes:
-    """Cut over-long (folded) header fields so the stdlib decoder stays fast."""
+    """Cut over-long (folded) header fields, and fields past MAX_HEADER_FIELDS, so the stdlib
+    decoder stays fast."""
     fields = re.split(rb"\r?\n(?![ \t])", block)
+    if len(fields) > MAX_HEADER_FIELDS:
+        defects.append(f"more than {MAX_HEADER_FIELDS} header fields: the rest were dropped")
+        fields = fields[:MAX_HEADER_FIELDS] + [b""]
     out = []
     for item in fields:
         if len(item) > MAX_HEADER_LINE:
@@ -117,9 +126,29 @@ def bound_headers(block: bytes, defects: list[str]) -> bytes:
     return b"\r\n".join(out)
 
 
+def mime_depth(data: bytes) -> int:
+    """How deep multiparts nest: boundaries opened (--b) and not yet closed (--b--) at once.
+
+    Cheap first: with few boundaries declared there is nothing to measure."""
+    declared = re.findall(rb'(?i)boundary\s*=\s*"?([^"\r\n;]+)', data)
+    if len(declared) <= MAX_MIME_DEPTH:
+        return len(declared)
+    known = {b.strip() for b in declared}
+    open_: list[bytes] = []
+    deepest = 0
+    for line in re.findall(rb"(?m)^--([^\r\n]*)", data):
+        line = line.rstrip()
+        if line.endswith(b"--") and line[:-2] in known:
+            if line[:-2] in open_:
+                del open_[open_.index(line[:-2]) :]
+        elif line in known and line not in open_:
+            open_.append(line)
+            deepest = max(deepest, len(open_))
+    return deepest
+
+
 def mime_depth_ok(data: bytes) -> bool:
-    """A cheap upper bound of MIME nesting: how many boundaries are declared."""
-    return len(re.findall(rb"(?i)boundary\s*=", data)) <= MAX_MIME_DEPTH
+    return mime_depth(data) <= MAX_MIME_DEPTH
 
 
 class _Deadline:
@@ -198,6 +227,7 @@ class Envelope:
         self._prefix = prefix
         self._headers: EmailMessage | None = None
         self._message: EmailMessage | None = None
+        self._decoded: dict[tuple[str, str], object] = {}
 
     def __repr__(self) -> str:
         return f"<Envelope {self.queue_id} from {self.sender or '<>'} to {', '.join(self.recipients)}>"
@@ -251,10 +281,12 @@ class Envelope:
             from email.parser import BytesParser
 
             data = self.raw
-            block, _ = split_header_block(data)
+            block, cut = split_header_block(data)
             body = data[len(block) :]
             head = bound_headers(block, self.defects)
             if not head.endswith(b"\n"):
+                head += b"\r\n"
+            if cut:  # no end of the header block within the cap: what follows is body
                 head += b"\r\n"
             if not mime_depth_ok(data):
                 self.defects.append(f"MIME nesting deeper than {MAX_MIME_DEPTH}: parsed as one text part")
@@ -279,41 +311,59 @@ class Envelope:
         return message
 
     def header(self, name: str, default: str = "") -> str:
-        """One decoded header value, CR/LF flattened; DEFAULT when missing or undecodable."""
-        try:
-            value = self.headers.get(name)
-        except Exception as e:
-            self.defects.append(f"header {name}: {type(e).__name__}")
-            return default
-        return default if value is None else clean(value)
+        """One decoded header value, CR/LF flattened; DEFAULT when missing or undecodable.
+
+        Decoding happens here, lazily, so it runs under the parse deadline too; cached."""
+        key = ("header", name.lower())
+        if key not in self._decoded:
+            value: object = None
+            try:
+                with _Deadline():
+                    value = self.headers.get(name)
+                    value = None if value is None else clean(value)
+            except ParseTimeout:
+                self.defects.append(f"header {name}: decoding took longer than {PARSE_SECONDS} s")
+            except Exception as e:
+                self.defects.append(f"header {name}: {type(e).__name__}")
+            self._decoded[key] = value
+        value = self._decoded[key]
+        return default if value is None else str(value)
 
     @property
     def subject(self) -> str:
         return self.header("Subject")
 
-    def _addresses(self, name: str) -> list[Address]:
-        found: list[Address] = []
-        try:
-            for value in self.headers.get_all(name) or []:
-                for a in getattr(value, "addresses", ()):
-                    address = clean(a.addr_spec)
-                    if address and address != "<>":
-                        found.append(Address(clean(a.display_name), address))
-        except Exception as e:
-            self.defects.append(f"header {name}: {type(e).__name__}")
-        return found
+    def addresses(self, name: str) -> list[Address]:
+        """The addresses of every NAME header field (To, Cc, Resent-To...), bounded in time."""
+        key = ("addresses", name.lower())
+        if key not in self._decoded:
+            found: list[Address] = []
+            try:
+                with _Deadline():
+                    for value in self.headers.get_all(name) or []:
+                        for a in getattr(value, "addresses", ()):
+                            address = clean(a.addr_spec)
+                            if address and address != "<>":
+                                found.append(Address(clean(a.display_name), address))
+            except ParseTimeout:
+                self.defects.append(f"header {name}: decoding took longer than {PARSE_SECONDS} s")
+            except Exception as e:
+                self.defects.append(f"header {name}: {type(e).__name__}")
+            self._decoded[key] = found
+        found_before: list[Address] = self._decoded[key]  # type: ignore[assignment]
+        return list(found_before)
 
     @property
     def from_(self) -> list[Address]:
-        return self._addresses("From")
+        return self.addresses("From")
 
     @property
     def to(self) -> list[Address]:
-        return self._addresses("To")
+        return self.addresses("To")
 
     @property
     def cc(self) -> list[Address]:
-        return self._addresses("Cc")
+        return self.addresses("Cc")
 
     @property
     def message_id(self) -> str:

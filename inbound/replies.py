@@ -31,6 +31,7 @@ REPLIES: dict[str, str] = {
     "bye": "221 2.0.0 {host} closing connection",
     "timeout": "421 4.4.2 {host} Timeout, closing connection",
     "too_many_errors": "421 4.7.0 {host} Too many errors, closing connection",
+    "too_many_commands": "421 4.7.0 {host} Too many commands in one session, closing connection",
     "unavailable": "421 4.3.0 {host} Service not available, try again later",
     "internal_error": "451 4.3.0 Internal error, try again later",
     # greeting verbs and chatter

@@ -240,15 +240,10 @@ def addressed_to_us(envelope: Envelope) -> bool:
     config = envelope.server_config
     if config is not None and config.reply.from_:
         ours.add(_plain(_address_of(config.reply.from_)))
-    listed = set()
+    listed: set[str] = set()
     for name in ("To", "Cc", "Bcc", "Resent-To", "Resent-Cc", "Resent-Bcc"):
-        try:
-            fields = envelope.headers.get_all(name) or []
-            for field in fields:
-                for address in getattr(field, "addresses", ()):
-                    listed.add(_plain(address.addr_spec))
-        except Exception:  # an undecodable header lists nobody
-            continue
+        # the Envelope decodes under its parse deadline; an undecodable header lists nobody
+        listed.update(_plain(a.address) for a in envelope.addresses(name))
     return bool(ours & listed)
 
 

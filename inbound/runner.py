@@ -45,8 +45,9 @@ class Outcome:
         return f"Outcome({self.status!r}, {self.detail!r})"
 
 
-class HandlerTimeout(Exception):
-    pass
+class HandlerTimeout(BaseException):
+    """Raised by SIGALRM in a Python handler; a BaseException so that no `except Exception`
+    (the handler's own, or the Envelope's parse guards) can swallow it."""
 
 
 def run_python(handler: Handler, envelope: Envelope, timeout: float) -> Outcome:
@@ -61,6 +62,8 @@ def run_python(handler: Handler, envelope: Envelope, timeout: float) -> Outcome:
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         handler.module.handle(envelope)
+        if previous is not None:  # disarm at once: a late alarm must not undo a success
+            signal.setitimer(signal.ITIMER_REAL, 0)
         return Outcome("done")
     except Reject as e:
         return Outcome("failed", f"rejected: {e}" if str(e) else "rejected")
@@ -178,6 +181,10 @@ def run_program(
         except ProcessLookupError:
             pass
         status = proc.wait()
+    try:  # whatever the program left running in its group (`sleep &`) goes with it
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
     reader.join(5)
     feeder.join(5)
     text = b"".join(output).decode("utf-8", "replace")

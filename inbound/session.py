@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 COMMAND_LINE_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
 TEXT_LINE_LIMIT = 1000  # RFC 5321 4.5.3.1.6, CRLF included
 ERROR_LIMIT = 10  # 5xx replies before 421 and close
+COMMAND_LIMIT = 1000  # commands in one session (NOOP every 299 s must not hold a process forever)
 READ_CHUNK = 65536
 
 
@@ -213,6 +214,7 @@ class Session:
         self.esmtp = False
         self.tx: Transaction | None = None
         self.errors = 0
+        self.commands = 0
         self.running = True
         self.summary = Summary()
         self.accepted: list[Incoming] = []
@@ -249,6 +251,10 @@ class Session:
     def dispatch(self, line: bytes) -> None:
         if not line:
             return
+        self.commands += 1
+        if self.commands > COMMAND_LIMIT:
+            self.reply("too_many_commands", host=self.hostname)
+            return
         text = line[:-2] if line.endswith(b"\r\n") else line[:-1]
         if b"\0" in text:
             self.reply("nul_in_command")
@@ -281,7 +287,8 @@ class Session:
                 verb.decode("ascii", "replace"),
                 traceback.format_exc().replace("\n", " | "),
             )
-            self.abort_transaction()
+            if self.tx and self.tx.incoming:  # mid-message: the data cannot be trusted
+                self.abort_transaction()
             self.reply("internal_error")
 
     def reply(self, name: str, **fields: Any) -> None:
@@ -300,7 +307,7 @@ class Session:
     def reply_quietly(self, name: str, **fields: Any) -> None:
         try:
             self.reply(name, **fields)
-        except Closed:
+        except (Closed, Timeout):
             pass
 
     # -- greeting and chatter ---------------------------------------------------
@@ -404,7 +411,7 @@ class Session:
             self.reply("bad_syntax", usage=f"bad parameter {params}")
             return
         for key, value in params.items():
-            if key == "SIZE" and not (value.isdigit() and len(value) <= 20):
+            if key == "SIZE" and not (value.isascii() and value.isdigit() and len(value) <= 20):
                 self.reply("bad_syntax", usage="SIZE=number")
                 return
             if key == "BODY" and value.upper() not in ("7BIT", "8BITMIME"):
@@ -436,6 +443,9 @@ class Session:
     def smtp_RCPT(self, arg: str) -> None:
         if not self.tx:
             self.reply("need_mail")
+            return
+        if self.tx.failed_reply:  # a BDAT failed: this transaction is over until RSET
+            self.reply("bdat_aborted")
             return
         parsed = parse_path(arg, "TO:")
         if parsed is None:
@@ -480,6 +490,9 @@ class Session:
         if not self.tx:
             self.reply("need_mail")
             return
+        if self.tx.failed_reply:
+            self.reply("bdat_aborted")
+            return
         if not self.tx.recipients:
             self.reply("need_rcpt")
             return
@@ -521,9 +534,9 @@ class Session:
 
     def smtp_BDAT(self, arg: str) -> None:
         parts = arg.split()
-        if not (1 <= len(parts) <= 2 and parts[0].isdigit() and len(parts[0]) <= 20) or (
-            len(parts) == 2 and parts[1].upper() != "LAST"
-        ):
+        if not (
+            1 <= len(parts) <= 2 and parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 20
+        ) or (len(parts) == 2 and parts[1].upper() != "LAST"):
             self.reply("bad_syntax", usage="BDAT size [LAST]")
             return
         size, last = int(parts[0]), len(parts) == 2
@@ -583,7 +596,11 @@ class Session:
         if tx.incoming.size - self.received_header_size + len(data) > self.max_size:
             tx.check.problem = tx.check.problem or "too_big"
         if not tx.check.problem:
-            tx.incoming.write(data)
+            try:
+                tx.incoming.write(data)
+            except OSError as e:  # disk full, file too big: keep reading to the end, then 452
+                log.error("%s: cannot write to the spool: %s", tx.incoming.queue_id, e)
+                tx.check.problem = "storage_full"
 
     def end_message(self, tx: Transaction) -> None:
         """The data is complete: refuse it, or fsync, commit, and only then 250."""

@@ -122,14 +122,15 @@ class Spool:
             os.unlink(os.path.join(top, name))
         os.rmdir(top)
 
-    def lock(self, folder: str, queue_id: str) -> int | None:
-        """flock the message's folder; an fd to keep (the lock) or None when someone has it."""
+    def lock(self, folder: str, queue_id: str, wait: bool = False) -> int | None:
+        """flock the message's folder; an fd to keep (the lock), or None when someone has it
+        (WAIT: block until they let go)."""
         try:
             fd = os.open(self.path(folder, queue_id), os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
             return None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             os.close(fd)
             return None
@@ -143,7 +144,7 @@ class Incoming:
         self.spool = spool
         self.queue_id = queue_id
         self.dir = spool.path("incoming", queue_id)
-        self.lock_fd = spool.lock("incoming", queue_id)
+        self.lock_fd = spool.lock("incoming", queue_id, wait=True)  # tidy() holds it only briefly
         fd = os.open(os.path.join(self.dir, MESSAGE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         self.file: IO[bytes] = os.fdopen(fd, "wb", buffering=256 * 1024)
         self.size = 0

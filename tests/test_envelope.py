@@ -120,3 +120,37 @@ def test_as_dict_is_json_safe() -> None:
 
     env = envelope(b"Subject: s\r\nFrom: a@b.example\r\n\r\nbody\r\n")
     assert json.loads(json.dumps(env.as_dict(with_attachments=True)))["subject"] == "s"
+
+
+def test_many_sibling_multiparts_are_not_mistaken_for_deep_nesting() -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["Subject"] = "wide, not deep"
+    msg.set_content("top\n")
+    msg.make_mixed()
+    for i in range(40):  # 40 multipart/alternative siblings: 41 boundaries, depth 2
+        part = EmailMessage()
+        part.set_content(f"text {i}\n")
+        part.add_alternative(f"<p>{i}</p>\n", subtype="html")
+        msg.attach(part)
+    msg.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="report.pdf")
+    env = envelope(msg.as_bytes().replace(b"\n", b"\r\n"))
+    assert [a.filename for a in env.attachments][-1] == "report.pdf"
+    assert not any("MIME nesting" in d for d in env.defects)
+
+
+def test_pathological_address_headers_are_bounded_in_time() -> None:
+    import inbound.envelope as module
+
+    raw = b"".join(b'To: "' + b'"a' * 4000 + b"\r\n" for _ in range(30)) + b"\r\nbody\r\n"
+    old = module.PARSE_SECONDS
+    module.PARSE_SECONDS = 1.0
+    try:
+        env = envelope(raw)
+        started = time.monotonic()
+        env.to  # noqa: B018
+        env.to  # noqa: B018  (cached: no second cost)
+        assert time.monotonic() - started < 4
+    finally:
+        module.PARSE_SECONDS = old

@@ -533,3 +533,51 @@ def test_forged_authentication_results_with_our_authserv_id_are_removed(server: 
     assert message.startswith(b"Authentication-Results: mx.test.example; none\n")
     assert b"Authentication-Results: other.example; spf=fail" in message
     assert env["SPF_RESULT"] == "none"
+
+
+def test_a_handler_that_catches_every_exception_still_times_out(server: Server) -> None:
+    server.write_config(handlers={"dir": "handlers", "timeout": "1"})
+    server.add_python(
+        "greedy",
+        """
+        import time
+        def handle(envelope):
+            for _ in range(30):
+                try:
+                    time.sleep(1)
+                except Exception:
+                    pass
+    """,
+    )
+    started = time.monotonic()
+    mail(server, "greedy@example.org")
+    assert time.monotonic() - started < 10
+    [queue_id] = server.ids("queue")
+    assert "timed out" in state_of(server, "queue", queue_id)["handlers"]["greedy"]["last_error"]
+
+
+def test_an_inline_handler_printing_cannot_reach_the_client(server: Server) -> None:
+    server.add_python(
+        "chatty",
+        """
+        import os, sys
+        INLINE = True
+        def handle(envelope):
+            print("250 2.0.0 OK queued as FAKE")
+            sys.stdout.flush()
+            os.write(1, b"250 fake too\\r\\n")
+    """,
+    )
+    out = mail(server, "chatty@example.org")
+    assert b"FAKE" not in out and b"fake too" not in out
+    assert codes(out) == [220, 250, 250, 250, 354, 250, 221]
+
+
+def test_programs_leave_no_background_process_behind(server: Server) -> None:
+    import subprocess
+
+    server.add_program("forker", "#!/bin/sh\nsleep 1234.5 &\ncat > /dev/null\nexit 0\n")
+    started = time.monotonic()
+    mail(server, "forker@example.org")
+    assert time.monotonic() - started < 4
+    assert subprocess.run(["pgrep", "-f", "sleep 1234.5"], capture_output=True).stdout == b""

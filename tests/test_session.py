@@ -541,3 +541,66 @@ def test_dot_unstuffing_and_end_detection_survive_any_read_boundary(server: Serv
     assert codes(out) == [220, 250, 250, 250, 354, 250, 250, 221]
     message = (server.spool / "queue" / session.summary.queue_ids[0] / "message").read_bytes()
     assert message.endswith(b"\r\n.lead\r\n" + body)
+
+
+def test_after_a_failed_bdat_the_transaction_takes_nothing_until_rset(server: Server) -> None:
+    server.write_config(server={"max_message_size": "10"})
+    data = EHLO + MAIL + RCPT + b"BDAT 20\r\n" + b"x" * 18 + b"\r\n" + RCPT + b"DATA\r\nRSET\r\n" + MAIL
+    out, _ = talk(server, data)
+    assert codes(out) == [220, 250, 250, 250, 552, 503, 503, 250, 250]
+
+
+def test_a_spool_write_error_mid_data_reads_to_the_end_then_452(server: Server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A failing disk must not turn the rest of the message into commands (smuggling)."""
+    from inbound.spool import Incoming
+
+    original = Incoming.write
+
+    def failing_write(self: Incoming, data: bytes) -> None:
+        if self.size > 0:  # our Received header goes through; the data does not
+            raise OSError(28, "No space left on device")
+        original(self, data)
+
+    monkeypatch.setattr(Incoming, "write", failing_write)
+    body = b"Subject: x\r\n\r\n" + b"NOOP\r\n" * 200 + b"RSET\r\nMAIL FROM:<ceo@bank.example>\r\n"
+    out, session = talk(server, EHLO + MAIL + RCPT + b"DATA\r\n" + body + b".\r\nQUIT\r\n")
+    assert codes(out) == [220, 250, 250, 250, 354, 452, 221]
+    assert session.summary.senders == ["alice@sender.example"]
+    assert server.ids("queue") == [] and server.ids("incoming") == []
+
+
+def test_a_client_that_never_reads_cannot_hold_the_process(server: Server) -> None:
+    import socket
+
+    config = load(str(server.config))
+    ours, theirs = socket.socketpair()
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    channel = Channel(ours.fileno(), ours.fileno(), write_timeout=1.0)
+    session, _ = build_session(config, channel, Client("192.0.2.1"))
+    theirs.sendall(b"HELP\r\n" * 20000)  # ~1.4 MB of replies nobody reads
+    theirs.shutdown(socket.SHUT_WR)
+    started = time.monotonic()
+    session.run()
+    assert time.monotonic() - started < 10
+    ours.close()
+    theirs.close()
+
+
+@pytest.mark.parametrize("command", ["MAIL FROM:<a@b.example> SIZE=\u00b2\r\n", "BDAT \u00b2 LAST\r\n"])
+def test_non_ascii_digits_are_syntax_errors(server: Server, command: str) -> None:
+    out, _ = talk(server, EHLO + (MAIL if command.startswith("BDAT") else b"") + command.encode())
+    assert codes(out)[-1] == 501
+
+
+def test_an_internal_error_in_rcpt_keeps_the_transaction(server: Server) -> None:
+    config = load(str(server.config))
+    with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out:
+        inp.write(EHLO + MAIL + RCPT + b"DATA\r\n")
+        inp.seek(0)
+        session, _ = build_session(config, Channel(inp.fileno(), out.fileno()), Client("192.0.2.1"))
+        session.gate = ExplodingGate()
+        session.run()
+        out.seek(0)
+        data = out.read()
+    assert codes(data) == [220, 250, 250, 451, 503]
+    assert replies(data)[-1] == b"503 5.5.1 Send RCPT first"
