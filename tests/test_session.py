@@ -21,14 +21,18 @@ MAIL = b"MAIL FROM:<alice@sender.example>\r\n"
 RCPT = b"RCPT TO:<sink@example.org>\r\n"
 
 
-def talk(server: Server, data: bytes, client: Client | None = None) -> tuple[bytes, Session]:
-    """Run one session over files: DATA in, everything the server wrote out."""
+def talk(
+    server: Server, data: bytes, client: Client | None = None, gate: object = None
+) -> tuple[bytes, Session]:
+    """Run one session over files: DATA in, everything the server wrote out (GATE: another policy)."""
     config = load(str(server.config))
     with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out:
         inp.write(data)
         inp.seek(0)
         channel = Channel(inp.fileno(), out.fileno())
         session, _ = build_session(config, channel, client or Client("192.0.2.1"))
+        if gate is not None:
+            session.gate = gate  # type: ignore[assignment]
         session.run()
         for incoming in session.accepted:
             incoming.release()
@@ -477,15 +481,7 @@ class ExplodingGate:
 
 
 def test_an_internal_error_becomes_451_and_the_session_goes_on(server: Server) -> None:
-    config = load(str(server.config))
-    with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out:
-        inp.write(EHLO + MAIL + RCPT + b"NOOP\r\n")
-        inp.seek(0)
-        session, gate = build_session(config, Channel(inp.fileno(), out.fileno()), Client("192.0.2.1"))
-        session.gate = ExplodingGate()
-        session.run()
-        out.seek(0)
-        data = out.read()
+    data, _ = talk(server, EHLO + MAIL + RCPT + b"NOOP\r\n", gate=ExplodingGate())
     assert codes(data) == [220, 250, 250, 451, 250]
     assert replies(data)[3].startswith(b"451 4.3.0")
     assert b"Traceback" not in data
@@ -593,14 +589,6 @@ def test_non_ascii_digits_are_syntax_errors(server: Server, command: str) -> Non
 
 
 def test_an_internal_error_in_rcpt_keeps_the_transaction(server: Server) -> None:
-    config = load(str(server.config))
-    with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out:
-        inp.write(EHLO + MAIL + RCPT + b"DATA\r\n")
-        inp.seek(0)
-        session, _ = build_session(config, Channel(inp.fileno(), out.fileno()), Client("192.0.2.1"))
-        session.gate = ExplodingGate()
-        session.run()
-        out.seek(0)
-        data = out.read()
+    data, _ = talk(server, EHLO + MAIL + RCPT + b"DATA\r\n", gate=ExplodingGate())
     assert codes(data) == [220, 250, 250, 451, 503]
     assert replies(data)[-1] == b"503 5.5.1 Send RCPT first"
