@@ -140,7 +140,7 @@ MAX_ADDRESS = 320
 
 def parse_path(text: str, keyword: str) -> tuple[str, str] | None:
     """'FROM:<a@b> SIZE=1' -> ('a@b', 'SIZE=1'); None when it is not of that form."""
-    if text[: len(keyword)].upper() != keyword:
+    if not text[: len(keyword)].isascii() or text[: len(keyword)].upper() != keyword:
         return None
     rest = text[len(keyword) :].lstrip(" ")
     if not rest.startswith("<"):
@@ -174,11 +174,11 @@ def check_mailbox(path: str) -> tuple[str, str] | str:
 
 def parse_params(text: str) -> dict[str, str] | str:
     params: dict[str, str] = {}
-    for item in text.split():
+    for item in filter(None, text.split(" ")):  # SP only: no control or Unicode "whitespace"
         key, _, value = item.partition("=")
-        key = key.upper()
-        if key in params or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]*", key):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-]*", key) or key.upper() in params:
             return item
+        key = key.upper()
         params[key] = value
     return params
 
@@ -414,7 +414,7 @@ class Session:
             if key == "SIZE" and not (value.isascii() and value.isdigit() and len(value) <= 20):
                 self.reply("bad_syntax", usage="SIZE=number")
                 return
-            if key == "BODY" and value.upper() not in ("7BIT", "8BITMIME"):
+            if key == "BODY" and not (value.isascii() and value.upper() in ("7BIT", "8BITMIME")):
                 self.reply("bad_syntax", usage="BODY=7BIT or BODY=8BITMIME")
                 return
             if key == "SMTPUTF8" and value:
@@ -453,7 +453,7 @@ class Session:
             return
         path, param_text = parsed
         if param_text:
-            self.reply("unknown_parameter", param=param_text.split()[0])
+            self.reply("unknown_parameter", param=param_text.split(" ")[0])
             return
         if path.lower() == "postmaster":  # RFC 5321 4.5.1: <postmaster> without a domain
             path = f"postmaster@{self.gate_default_domain()}"
@@ -533,10 +533,10 @@ class Session:
                 pending = data
 
     def smtp_BDAT(self, arg: str) -> None:
-        parts = arg.split()
+        parts = [part for part in arg.split(" ") if part]  # SP only, as RFC 3030 writes it
         if not (
             1 <= len(parts) <= 2 and parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 20
-        ) or (len(parts) == 2 and parts[1].upper() != "LAST"):
+        ) or (len(parts) == 2 and not (parts[1].isascii() and parts[1].upper() == "LAST")):
             self.reply("bad_syntax", usage="BDAT size [LAST]")
             return
         size, last = int(parts[0]), len(parts) == 2

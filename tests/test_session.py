@@ -592,3 +592,26 @@ def test_an_internal_error_in_rcpt_keeps_the_transaction(server: Server) -> None
     data, _ = talk(server, EHLO + MAIL + RCPT + b"DATA\r\n", gate=ExplodingGate())
     assert codes(data) == [220, 250, 250, 451, 503]
     assert replies(data)[-1] == b"503 5.5.1 Send RCPT first"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        b"BDAT 4\x1fLAST\r\nabcd",
+        "BDAT 4\u0085LAST\r\nabcd".encode(),
+        "BDAT 4 la\u017ft\r\nabcd".encode(),
+        "MAIL FROM:<a@b.example> \u017fize=5\r\n".encode(),
+        b"MAIL FROM:<a@b.example> SIZE=1\x1fBODY=8BITMIME\r\n",
+    ],
+)
+def test_only_ascii_space_separates_and_only_ascii_letters_match_keywords(
+    server: Server, command: bytes
+) -> None:
+    """Lenient splitting (control or Unicode whitespace, 'ſ'.upper() == 'S') would let another
+    parser in front of us read a different command than we do."""
+    bdat = command.startswith(b"BDAT")
+    out, _ = talk(server, (EHLO + MAIL + RCPT if bdat else EHLO) + command)
+    reply = replies(out)[4 if bdat else 2]
+    assert reply.startswith(b"501 5.5.4") or reply.startswith(b"555 5.5.4"), reply
+    assert b"queued" not in out
+    assert server.ids("queue") == []
