@@ -33,7 +33,10 @@ def listen(host: str, port: int, config_path: str) -> int:
         flush=True,
     )
     children: list[subprocess.Popen[bytes]] = []
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM stop us, whatever was inherited (a background job starts with
+    # SIGINT ignored, and then Python would never raise KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while True:
             children = [c for c in children if c.poll() is None]
