@@ -98,9 +98,6 @@ class Channel:
         """Give back bytes read past what the caller needed (pipelined commands after DATA)."""
         self.buffer[:0] = data
 
-    def has_pending_input(self) -> bool:
-        return bool(self.buffer)
-
     def discard_pending_input(self) -> int:
         n = len(self.buffer)
         self.buffer.clear()

@@ -137,23 +137,7 @@ def deliver(config: Config, sender: str, recipients: list[str], file: str, *, dr
         f"\t{stamp}\r\n".encode()
     )
     incoming.write(data)
-    incoming.finish(
-        {
-            "queue_id": incoming.queue_id,
-            "sender": sender,
-            "recipients": [{"address": r.address, "route": r.handler} for r in routes],
-            "helo": "",
-            "esmtp": False,
-            "smtputf8": False,
-            "body": "",
-            "remote_addr": "",
-            "remote_port": "",
-            "remote_host": "",
-            "tls": "",
-            "received_at": time.time(),
-            "size": incoming.size,
-        }
-    )
+    incoming.finish(sender, [{"address": r.address, "route": r.handler} for r in routes])
     incoming.commit()
     try:
         result = Delivery(config, router, spool).deliver_queued(incoming.queue_id)

@@ -8,7 +8,6 @@ for `listen`).  `summary()` writes the one key=value line per connection.
 from __future__ import annotations
 
 import os
-import sys
 import syslog
 import time
 
@@ -83,8 +82,3 @@ def summary(**fields: object) -> None:
             text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         parts.append(f"{key}={text}")
     info(" ".join(parts))
-
-
-def stderr(message: str) -> None:
-    """For CLI commands (not inetd mode): one line to stderr."""
-    sys.stderr.write(message.rstrip("\n") + "\n")

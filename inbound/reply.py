@@ -109,28 +109,10 @@ class Result:
 
 
 # -- the one entry point --------------------------------------------------------------
-def send_reply(
-    envelope: Envelope,
-    body: str,
-    *,
-    subject: str | None = None,
-    sender: str | None = None,
-    html: str | None = None,
-    attachments: Iterable[Any] | None = None,
-    headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
-) -> bool:
-    """Answer ENVELOPE's sender with BODY; False (and a log line) when no reply may or could be sent.
-
-    subject: default "Re: <original subject>"; sender: the From address (default `[reply]
-    from`, else the recipient); html: an HTML alternative; attachments: objects with
-    filename, content_type, data (an `envelope.attachments` item) or (filename, data[,
-    content_type]) tuples; headers: extra header fields (not To/Cc/Bcc/From/Auto-Submitted).
-    Raises TempFail when the transport fails temporarily.
-    """
-    result = reply(
-        envelope, body, subject=subject, sender=sender, html=html, attachments=attachments, headers=headers
-    )
-    return result.sent
+def send_reply(envelope: Envelope, body: str, **options: Any) -> bool:
+    """Answer ENVELOPE's sender with BODY; False (and a log line) when no reply may or could be
+    sent.  OPTIONS are those of reply(); raises TempFail when the transport fails temporarily."""
+    return reply(envelope, body, **options).sent
 
 
 def reply(
@@ -143,7 +125,13 @@ def reply(
     attachments: Iterable[Any] | None = None,
     headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
 ) -> Result:
-    """send_reply() with the reason: Result(sent, detail)."""
+    """Send a reply and say how it went: Result(sent, detail).
+
+    subject: default "Re: <original subject>"; sender: the From address (default `[reply]
+    from`, else the recipient); html: an HTML alternative; attachments: objects with
+    filename, content_type, data (an `envelope.attachments` item) or (filename, data[,
+    content_type]) tuples; headers: extra header fields (not To/Cc/Bcc/From/Auto-Submitted).
+    """
     who = f"{envelope.queue_id or '-'}: reply of {envelope.handler or 'handler'}"
     to = envelope.sender
     config = envelope.server_config
@@ -221,7 +209,7 @@ def automatic(envelope: Envelope) -> str | None:
     if precedence in PRECEDENCE_NO_REPLY:
         return f"Precedence: {precedence}"
     for name in head.keys():
-        if name.lower().startswith("list-") or name.lower() in ("mailing-list", "x-mailing-list", "x-list"):
+        if name.lower().startswith("list-") or name.lower() in {h.lower() for h in LIST_HEADERS}:
             return f"it came through a mailing list ({name})"
     suppress = envelope.header("X-Auto-Response-Suppress").lower()
     if any(word in suppress for word in ("all", "autoreply", "oof")):

@@ -613,9 +613,19 @@ class Session:
             self.abort_transaction()
             self.reply(problem, limit=self.max_size)
             return
-        envelope = self.envelope_record(tx, incoming)
         try:
-            incoming.finish(envelope)
+            envelope = incoming.finish(
+                tx.sender,
+                tx.recipients,
+                helo=self.helo or "",
+                esmtp=self.esmtp,
+                smtputf8=tx.smtputf8,
+                body=tx.params.get("BODY", "").upper(),
+                remote_addr=self.client.addr,
+                remote_port=self.client.port,
+                remote_host=self.client.host,
+                tls=self.summary.tls,
+            )
         except OSError as e:
             log.error("cannot spool %s: %s", incoming.queue_id, e)
             self.abort_transaction()
@@ -631,23 +641,6 @@ class Session:
         self.tx = None
         self.summary.queue_ids.append(incoming.queue_id)
         self.reply("queued", queue_id=incoming.queue_id)
-
-    def envelope_record(self, tx: Transaction, incoming: Incoming) -> dict[str, Any]:
-        return {
-            "queue_id": incoming.queue_id,
-            "sender": tx.sender,
-            "recipients": tx.recipients,
-            "helo": self.helo or "",
-            "esmtp": self.esmtp,
-            "smtputf8": tx.smtputf8,
-            "body": tx.params.get("BODY", "").upper(),
-            "remote_addr": self.client.addr,
-            "remote_port": self.client.port,
-            "remote_host": self.client.host,
-            "tls": self.summary.tls,
-            "received_at": time.time(),
-            "size": incoming.size,
-        }
 
     def received_header(self, tx: Transaction, queue_id: str) -> bytes:
         """RFC 5321 4.4 trace header; the HELO argument is already restricted to printables."""

@@ -31,6 +31,16 @@ FOLDERS = ("incoming", "queue", "done", "failed")
 MESSAGE = "message"
 ENVELOPE = "envelope.json"
 STATE = "state.json"
+ENVELOPE_DEFAULTS = {  # what envelope.json says of a message that came without SMTP (deliver)
+    "helo": "",
+    "esmtp": False,
+    "smtputf8": False,
+    "body": "",
+    "remote_addr": "",
+    "remote_port": "",
+    "remote_host": "",
+    "tls": "",
+}
 
 _counter = 0
 
@@ -157,12 +167,22 @@ class Incoming:
         self.file.write(data)
         self.size += len(data)
 
-    def finish(self, envelope: dict[str, Any]) -> None:
-        """Everything on disk and fsync'ed in incoming/ (still not accepted)."""
+    def finish(self, sender: str, recipients: list[dict[str, str]], **client: Any) -> dict[str, Any]:
+        """Everything on disk and fsync'ed in incoming/ (still not accepted): the message and
+        its envelope record (CLIENT: helo, remote_addr... as the session knows them)."""
+        envelope = {**ENVELOPE_DEFAULTS, **client}
+        envelope.update(
+            queue_id=self.queue_id,
+            sender=sender,
+            recipients=recipients,
+            received_at=time.time(),
+            size=self.size,
+        )
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
         write_json(os.path.join(self.dir, ENVELOPE), envelope)
+        return envelope
 
     def commit(self) -> None:
         """Accept: one atomic rename into queue/; after this the 250 may be sent."""

@@ -63,9 +63,6 @@ class TLSChannel(Channel):
             log.info("TLS read failed: %s", e)
             return b""
 
-    def has_pending_input(self) -> bool:
-        return bool(self.buffer) or self.sslsock.pending() > 0
-
     def write(self, data: bytes) -> None:
         self.sslsock.settimeout(WRITE_TIMEOUT)
         try:

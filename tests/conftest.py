@@ -10,8 +10,9 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -205,3 +206,59 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):  # typ
             return value
         time.sleep(interval)
     return predicate()
+
+
+# -- smtp_sink: a real SMTP server on 127.0.0.1 ---------------------------------------------
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+    tls: bool
+    login: str
+
+
+@dataclass
+class Sink:
+    """What the sink got; set rcpt_reply/data_reply to make it refuse ("451 ...", "550 ...")."""
+
+    port: int = 0
+    messages: list[Received] = field(default_factory=list)
+    rcpt_reply: str | None = None
+    data_reply: str | None = None
+
+    async def handle_RCPT(self, server: Any, session: Any, env: Any, address: str, options: Any) -> str:  # noqa: N802
+        if self.rcpt_reply:
+            return self.rcpt_reply
+        env.rcpt_tos.append(address)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: Any, session: Any, env: Any) -> str:  # noqa: N802
+        if self.data_reply:
+            return self.data_reply
+        login = session.auth_data.decode() if session.authenticated and session.auth_data else ""
+        self.messages.append(
+            Received(env.mail_from, list(env.rcpt_tos), env.content, session.ssl is not None, login)
+        )
+        return "250 2.0.0 Ok: queued as SINK1"
+
+
+def start_sink(**smtp_options: Any) -> tuple[Sink, Any]:
+    from aiosmtpd.controller import Controller
+
+    sink = Sink(port=free_port())
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port, ready_timeout=10, **smtp_options)
+    controller.start()
+    return sink, controller
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[Sink]:
+    """An aiosmtpd server on 127.0.0.1 that keeps every message it is given."""
+    sink, controller = start_sink()
+    try:
+        yield sink
+    finally:
+        controller.stop()

@@ -10,13 +10,11 @@ import email
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from email import policy
 from pathlib import Path
 
 import pytest
-from conftest import MAILSERVER, ROOT, free_port, wait_for_port, wait_until
-from test_reply import Sink, start_sink
+from conftest import MAILSERVER, ROOT, Sink, free_port, wait_for_port, wait_until
 
 from inbound.router import load_python
 
@@ -30,15 +28,6 @@ QUESTION = (
     b"\r\n"
     b"Tell me.\r\n"
 )
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[Sink]:
-    sink, controller = start_sink()
-    try:
-        yield sink
-    finally:
-        controller.stop()
 
 
 @pytest.fixture

@@ -5,25 +5,13 @@ from __future__ import annotations
 
 import argparse
 import email
-from collections.abc import Iterator
 from email import policy
 from pathlib import Path
 
 import pytest
-from conftest import Server, free_port, wait_until
-from test_reply import Sink, start_sink
+from conftest import Server, Sink, free_port, wait_until
 
 from inbound import send
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[Sink]:
-    """An aiosmtpd server on 127.0.0.1 that keeps every message it is given."""
-    sink, controller = start_sink()
-    try:
-        yield sink
-    finally:
-        controller.stop()
 
 
 def args(*argv: str, config: str | None = None) -> argparse.Namespace:
