@@ -1,5 +1,6 @@
 # make run   - set up .venv and listen on 127.0.0.1:2525 with the shipped handlers (dev config)
 # make test  - set up .venv, lint, type-check and run the whole test suite (what CI runs)
+# make test-fast - unit tests and the RFC suites only (no subprocesses, no deploy)
 # make bench - print start-up, session and memory figures next to the reference floor
 
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test lint bench check clean
+.PHONY: run test test-fast lint bench check clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -31,6 +32,9 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "unit or suites"
 
 bench: $(STAMP)
 	$(PY) bench/startup.py

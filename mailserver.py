@@ -33,7 +33,7 @@ __all__ = ["Reject", "TempFail", "log", "main"]
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    from inbound.cli import main as cli_main
+    from inbound.cli.main import main as cli_main
 
     return cli_main(sys.argv[1:] if argv is None else argv)
 

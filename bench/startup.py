@@ -8,7 +8,10 @@ Each round runs, interleaved (A B C D, A B C D, ...), over pipes:
   accepted   mailserver.py: one message accepted and handed to a program handler
 and prints medians with ratios to the floor and to min_smtpd measured in the same run.
 
-usage: bench/startup.py [ROUNDS]
+With `--against DIR` (another checkout, e.g. a `git worktree` of the commit before a
+change) its mailserver.py runs the same two sessions in the same rounds: before and after.
+
+usage: bench/startup.py [ROUNDS] [--against DIR]
 """
 
 from __future__ import annotations
@@ -34,7 +37,13 @@ def timed(argv: list[str], data: bytes) -> float:
 
 
 def main() -> int:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    args = sys.argv[1:]
+    against = ""
+    if "--against" in args:
+        at = args.index("--against")
+        against = os.path.abspath(args[at + 1])
+        del args[at : at + 2]
+    rounds = int(args[0]) if args else 30
     root = server_folder()
     ours = server_argv(root)
     cases = {
@@ -46,6 +55,10 @@ def main() -> int:
         "rejected": (ours, REJECTED),
         "accepted": (ours, ACCEPTED),
     }
+    if against:
+        theirs = [ours[0], ours[1], ours[2], os.path.join(against, "mailserver.py"), *ours[4:]]
+        cases["rejected@against"] = (theirs, REJECTED)
+        cases["accepted@against"] = (theirs, ACCEPTED)
     try:
         for argv, data in cases.values():  # warm the page cache and __pycache__
             timed(argv, data)
@@ -59,7 +72,7 @@ def main() -> int:
         for name, values in samples.items():
             median = statistics.median(values)
             ratios = f"{median / floor:5.2f}x floor   {median / reference:5.2f}x min_smtpd"
-            print(f"{name:10} {median:7.1f} ms   {ratios}")
+            print(f"{name:18} {median:7.1f} ms   {ratios}")
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)

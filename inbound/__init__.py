@@ -1,18 +1,22 @@
-"""inbound: the internals of mailserver, one stage per module, data flowing one way.
+"""inbound: the internals of mailserver, one stage per room, data flowing one way.
 
-    channel.py     the connection: bytes in and out, reads bounded by deadlines
-    session.py     the SMTP session (RFC 5321): verbs, limits, smuggling-safe DATA/BDAT
-    replies.py     every SMTP reply by name, with its enhanced status code
-    spool.py       incoming/ -> queue/ -> done/ | failed/, fsync and atomic renames
-    gate.py        what the session asks: recipient routing, DMARC reject, INLINE handlers
-    router.py      handler discovery and address routing
-    checks.py      SPF, DKIM, DMARC, ARC -> typed results and Authentication-Results
+    config.py      config.ini -> typed read-only settings
+    log.py         syslog or a file, the one summary line, exception() for the unexpected
+    exits.py       the one sysexits table (commands, handler programs, sendmail)
+    outcomes.py    Outcome, TempFail, Reject, HandlerTimeout: what a handler run can come to
+    alarm.py       the one owner of SIGALRM: deadlines that nest
+    smtp/          stages 1-2: the wire and the SMTP session (RFC 5321), every reply by name
+    inetd.py       one connection in inetd mode: the stages wired together, in order
+    policy.py      what the session asks: recipient routes, DMARC reject, INLINE handlers
+    spool.py       stage 3: incoming/ -> queue/ -> done/ | failed/; envelope.json, state.json
+    checks/        stage 4: SPF, DKIM, DMARC, ARC -> typed results (report, never decide)
+    delivery/      stage 5: routing, running handlers, the retry queue
+    bounded.py     hostile-input bounds before the stdlib email parser
     envelope.py    what a Python handler gets: the message parsed lazily and defensively
-    runner.py      running one Python or program handler -> an outcome
-    delivery.py    a queued message through checks and handlers; the retry queue
-    reply.py       RFC 3834-safe replies and their transports
-    connection.py  inetd mode: the stages wired together for one connection
-    cli.py, commands.py, listen.py, send.py   the command line
+    autoreply/     the one outbound part: RFC 3834-safe replies and their transports
+    cli/           the command line: inetd mode, listen, deliver, send, queue, check
 
-This file imports nothing: every connection pays for what is imported at start-up.
+Each room imports only rooms later in the flow (or the shared ones at the top); this
+file and the __init__.py of smtp/, delivery/ and cli/ import nothing, since every
+connection pays for what is imported at start-up.
 """

@@ -5,11 +5,8 @@ auth results) is plain data from the spool.  The message is parsed lazily and de
 
 * `headers`, `subject`, `from_`, `to`, `cc` read only the header block (a 50 MB body is
   never loaded for them); `message`, `text`, `html`, `attachments` parse the whole thing.
-* Hostile input is bounded before the stdlib parser sees it: the header block is capped
-  (MAX_HEADER_BYTES), each header line is cut at MAX_HEADER_LINE (a Subject of 32,000
-  encoded words takes CPython 22 s to decode), MIME nesting deeper than MAX_MIME_DEPTH is
-  not descended into (CPython raises RecursionError near 1,000), and a parse that still
-  runs longer than PARSE_SECONDS is abandoned.  Each such cut is added to `defects`.
+* Hostile input is bounded before the stdlib parser sees it (bounded.py: header caps,
+  MIME depth, a parse deadline from the alarm).  Each such cut is added to `defects`.
 * Decoded header values have CR and LF replaced by spaces; attachment filenames are made
   safe (no folders, no dot files, no control characters).
 * Addresses come from the policy.default header parser, not `email.utils.parseaddr`
@@ -17,26 +14,24 @@ auth results) is plain data from the spool.  The message is parsed lazily and de
   `auth` (SPF/DKIM/DMARC) for that.
 
 Nothing here raises into the handler for a malformed message: values are best effort and
-problems are listed in `defects`.
+problems are listed in `defects`.  `reply()` calls the replier that delivery injected
+(autoreply): this module imports nothing later in the flow.
 """
 
 from __future__ import annotations
 
 import re
-import signal
+
+from . import bounded
 
 TYPE_CHECKING = False  # typing and dataclasses cost start-up time; names for type checkers only
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from email.message import EmailMessage
     from typing import Any
 
-    from .checks import AuthResults
+    from .checks.results import AuthResults
     from .config import Config
-
-MAX_HEADER_BYTES = 256 * 1024
-MAX_HEADER_LINE = 8 * 1024
-MAX_MIME_DEPTH = 32
-PARSE_SECONDS = 10.0
 
 
 class Address:
@@ -76,119 +71,6 @@ class Attachment:
         return f"Attachment({self.filename!r}, {self.content_type!r}, {self.size})"
 
 
-class ParseTimeout(Exception):
-    pass
-
-
-def safe_filename(name: str | None, fallback: str = "attachment") -> str:
-    """A name that is only a name: no folders, no leading dots, no control characters."""
-    name = (name or "").replace("\\", "/").split("/")[-1]
-    name = "".join(c for c in name if c.isprintable() and c not in '<>:"|?*')
-    name = name.strip().lstrip(".").strip()
-    while len(name.encode("utf-8")) > 200:  # bytes, not characters: file systems count bytes
-        name = name[:-1]
-    return name or fallback
-
-
-def clean(value: object) -> str:
-    """A decoded header value with CR/LF flattened (an encoded CRLF must not split a header)."""
-    return re.sub(r"[\r\n\x00]+", " ", str(value)).strip()
-
-
-def split_header_block(data: bytes) -> tuple[bytes, bool]:
-    """The header block of DATA (up to the blank line), capped; True when it was cut."""
-    end = -1
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        found = data.find(separator, 0, MAX_HEADER_BYTES + 4)
-        if found >= 0 and (end < 0 or found < end):
-            end = found + len(separator)
-    if end < 0:
-        return data[:MAX_HEADER_BYTES], len(data) > MAX_HEADER_BYTES
-    return data[:end], False
-
-
-MAX_HEADER_FIELDS = 1000
-
-
-def bound_headers(block: bytes, defects: list[str]) -> bytes:
-    """Cut over-long (folded) header fields, and fields past MAX_HEADER_FIELDS, so the stdlib
-    decoder stays fast."""
-    fields = re.split(rb"\r?\n(?![ \t])", block)
-    if len(fields) > MAX_HEADER_FIELDS:
-        defects.append(f"more than {MAX_HEADER_FIELDS} header fields: the rest were dropped")
-        fields = fields[:MAX_HEADER_FIELDS] + [b""]
-    out = []
-    for item in fields:
-        if len(item) > MAX_HEADER_LINE:
-            defects.append(f"header {item[:40]!r}... longer than {MAX_HEADER_LINE} octets was cut")
-            item = item[:MAX_HEADER_LINE]
-        out.append(item)
-    return b"\r\n".join(out)
-
-
-def mime_depth(data: bytes) -> int:
-    """How deep multiparts nest: boundaries opened (--b) and not yet closed (--b--) at once.
-
-    Cheap first: with few boundaries declared there is nothing to measure."""
-    declared = re.findall(rb'(?i)boundary\s*=\s*"?([^"\r\n;]+)', data)
-    if len(declared) <= MAX_MIME_DEPTH:
-        return len(declared)
-    known = {b.strip() for b in declared}
-    open_: list[bytes] = []
-    deepest = 0
-    for line in re.findall(rb"(?m)^--([^\r\n]*)", data):
-        line = line.rstrip()
-        if line.endswith(b"--") and line[:-2] in known:
-            if line[:-2] in open_:
-                del open_[open_.index(line[:-2]) :]
-        elif line in known and line not in open_:
-            open_.append(line)
-            deepest = max(deepest, len(open_))
-    return deepest
-
-
-def mime_depth_ok(data: bytes) -> bool:
-    return mime_depth(data) <= MAX_MIME_DEPTH
-
-
-class _Deadline:
-    """Abandon a parse after PARSE_SECONDS (SIGALRM; main thread only, else no bound).
-
-    An outer timer (a handler's timeout) is kept: when it is due first it is left alone to
-    fire; otherwise it is re-armed with what is left of it afterwards.
-    """
-
-    def __enter__(self) -> None:
-        import time
-
-        self.armed = False
-        self.started = time.monotonic()
-        try:
-            outer = signal.getitimer(signal.ITIMER_REAL)[0]
-            if outer and outer <= PARSE_SECONDS:
-                return
-            self.previous = signal.signal(signal.SIGALRM, self._expire)
-            self.outer = outer
-            signal.setitimer(signal.ITIMER_REAL, PARSE_SECONDS)
-            self.armed = True
-        except ValueError:  # not the main thread
-            pass
-
-    def __exit__(self, *exc: object) -> None:
-        import time
-
-        if self.armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
-            if self.outer:
-                left = self.outer - (time.monotonic() - self.started)
-                signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
-
-    @staticmethod
-    def _expire(signum: int, frame: object) -> None:
-        raise ParseTimeout
-
-
 class Envelope:
     """One message as one handler sees it (its recipients only)."""
 
@@ -209,6 +91,7 @@ class Envelope:
         message_path: str | None = None,
         prefix: bytes = b"",
         auth: AuthResults | None = None,
+        replier: Callable[..., bool] | None = None,
     ) -> None:
         self.queue_id = queue_id
         self.sender = sender
@@ -225,6 +108,7 @@ class Envelope:
         self._raw = raw
         self._path = message_path
         self._prefix = prefix
+        self._replier = replier
         self._headers: EmailMessage | None = None
         self._message: EmailMessage | None = None
         self._decoded: dict[tuple[str, str], object] = {}
@@ -240,6 +124,11 @@ class Envelope:
     def spool(self) -> str:
         return self.server_config.server.spool if self.server_config else ""
 
+    @property
+    def prefix(self) -> bytes:
+        """Our header fields that go on top of the spooled message (Authentication-Results)."""
+        return self._prefix
+
     # -- bytes ------------------------------------------------------------------
     @property
     def raw(self) -> bytes:
@@ -252,9 +141,9 @@ class Envelope:
 
     def _head_bytes(self) -> bytes:
         if self._raw is not None or not self._path:
-            return self.raw[: MAX_HEADER_BYTES + 4]
+            return self.raw[: bounded.MAX_HEADER_BYTES + 4]
         with open(self._path, "rb") as f:
-            return self._prefix + f.read(MAX_HEADER_BYTES + 4)
+            return self._prefix + f.read(bounded.MAX_HEADER_BYTES + 4)
 
     # -- parsed -----------------------------------------------------------------
     @property
@@ -264,10 +153,10 @@ class Envelope:
             from email import policy
             from email.parser import BytesParser
 
-            block, cut = split_header_block(self._head_bytes())
+            block, cut = bounded.split_header_block(self._head_bytes())
             if cut:
-                self.defects.append(f"header block longer than {MAX_HEADER_BYTES} octets was cut")
-            block = bound_headers(block, self.defects).replace(b"\r\n", b"\n")
+                self.defects.append(f"header block longer than {bounded.MAX_HEADER_BYTES} octets was cut")
+            block = bounded.bound_headers(block, self.defects).replace(b"\r\n", b"\n")
             self._headers = self._parse(
                 lambda: BytesParser(policy=policy.default).parsebytes(block, headersonly=True)
             )
@@ -281,15 +170,17 @@ class Envelope:
             from email.parser import BytesParser
 
             data = self.raw
-            block, cut = split_header_block(data)
+            block, cut = bounded.split_header_block(data)
             body = data[len(block) :]
-            head = bound_headers(block, self.defects)
+            head = bounded.bound_headers(block, self.defects)
             if not head.endswith(b"\n"):
                 head += b"\r\n"
             if cut:  # no end of the header block within the cap: what follows is body
                 head += b"\r\n"
-            if not mime_depth_ok(data):
-                self.defects.append(f"MIME nesting deeper than {MAX_MIME_DEPTH}: parsed as one text part")
+            if not bounded.mime_depth_ok(data):
+                self.defects.append(
+                    f"MIME nesting deeper than {bounded.MAX_MIME_DEPTH}: parsed as one text part"
+                )
                 head = re.sub(rb"(?im)^content-type:.*(\r?\n[ \t].*)*$", b"Content-Type: text/plain", head)
             whole = (head + body).replace(b"\r\n", b"\n")  # text parts with Python's own newlines
             self._message = self._parse(lambda: BytesParser(policy=policy.default).parsebytes(whole))
@@ -299,10 +190,10 @@ class Envelope:
         from email.message import EmailMessage
 
         try:
-            with _Deadline():
+            with bounded.parse_deadline():
                 message: EmailMessage = parse()
-        except ParseTimeout:
-            self.defects.append(f"parsing took longer than {PARSE_SECONDS} s and was abandoned")
+        except bounded.ParseTimeout:
+            self.defects.append(f"parsing took longer than {bounded.PARSE_SECONDS} s and was abandoned")
             return EmailMessage()
         except (RecursionError, Exception) as e:  # the stdlib parser must not reach the handler
             self.defects.append(f"message could not be parsed: {type(e).__name__}")
@@ -318,11 +209,11 @@ class Envelope:
         if key not in self._decoded:
             value: object = None
             try:
-                with _Deadline():
+                with bounded.parse_deadline():
                     value = self.headers.get(name)
-                    value = None if value is None else clean(value)
-            except ParseTimeout:
-                self.defects.append(f"header {name}: decoding took longer than {PARSE_SECONDS} s")
+                    value = None if value is None else bounded.clean(value)
+            except bounded.ParseTimeout:
+                self.defects.append(f"header {name}: decoding took longer than {bounded.PARSE_SECONDS} s")
             except Exception as e:
                 self.defects.append(f"header {name}: {type(e).__name__}")
             self._decoded[key] = value
@@ -339,14 +230,14 @@ class Envelope:
         if key not in self._decoded:
             found: list[Address] = []
             try:
-                with _Deadline():
+                with bounded.parse_deadline():
                     for value in self.headers.get_all(name) or []:
                         for a in getattr(value, "addresses", ()):
-                            address = clean(a.addr_spec)
+                            address = bounded.clean(a.addr_spec)
                             if address and address != "<>":
-                                found.append(Address(clean(a.display_name), address))
-            except ParseTimeout:
-                self.defects.append(f"header {name}: decoding took longer than {PARSE_SECONDS} s")
+                                found.append(Address(bounded.clean(a.display_name), address))
+            except bounded.ParseTimeout:
+                self.defects.append(f"header {name}: decoding took longer than {bounded.PARSE_SECONDS} s")
             except Exception as e:
                 self.defects.append(f"header {name}: {type(e).__name__}")
             self._decoded[key] = found
@@ -404,7 +295,7 @@ class Envelope:
             try:
                 data = part.get_payload(decode=True)
                 data = data if isinstance(data, bytes) else b""
-                filename = safe_filename(clean(part.get_filename() or ""), f"attachment-{n}")
+                filename = bounded.safe_filename(bounded.clean(part.get_filename() or ""), f"attachment-{n}")
             except Exception as e:
                 self.defects.append(f"attachment {n}: {type(e).__name__}")
                 data, filename = b"", f"attachment-{n}"
@@ -414,9 +305,9 @@ class Envelope:
     # -- answering -----------------------------------------------------------------
     def reply(self, body: str, **options: Any) -> bool:
         """Send an RFC 3834-safe reply; False (and a log line) when one must not be sent."""
-        from .reply import send_reply
-
-        return send_reply(self, body, **options)
+        if self._replier is None:
+            raise RuntimeError("no reply transport: this Envelope was not built by the server")
+        return self._replier(self, body, **options)
 
     def as_dict(self, with_attachments: bool = False) -> dict[str, Any]:
         """A JSON-safe summary (for webhooks and logs)."""

@@ -2,7 +2,8 @@
 
 In inetd mode stdout and stderr may be the client's socket, so nothing here writes to
 them unless the config names a file such as /dev/stderr on purpose (the dev config does,
-for `listen`).  `summary()` writes the one key=value line per connection.
+for `listen`).  `summary()` writes the one key=value line per connection, and
+`exception()` the one line an unexpected error gets (its traceback folded with " | ").
 """
 
 from __future__ import annotations
@@ -71,6 +72,13 @@ def warning(message: str, *args: object) -> None:
 
 def error(message: str, *args: object) -> None:
     _write(3, message, args)
+
+
+def exception(message: str, *args: object) -> None:
+    """An error line with the current exception's traceback folded onto it (call in `except`)."""
+    import traceback
+
+    _write(3, f"{message}: %s", (*args, traceback.format_exc().strip().replace("\n", " | ")))
 
 
 def summary(**fields: object) -> None:

@@ -1,7 +1,11 @@
-"""What a handler can say besides "done": raise TempFail (try later) or Reject (refuse for good).
+"""What a handler run can come to: done, deferred or failed, and the exceptions that say so.
 
-Handlers import them as `from mailserver import Reject, TempFail`; mailserver.py re-exports
-these very classes, so the server catches what handlers raise even when it runs as a script.
+Handlers import `from mailserver import Reject, TempFail`; mailserver.py re-exports these
+very classes, so the server catches what handlers raise even when it runs as a script.
+`Outcome` is what delivery records per handler; `HandlerTimeout` is what the alarm raises
+when a Python handler runs past `[handlers] timeout`.
+
+This module imports nothing.
 """
 
 
@@ -11,3 +15,25 @@ class TempFail(Exception):
 
 class Reject(Exception):
     """Permanent refusal: 550 to the client for INLINE handlers, else the message goes to failed/."""
+
+
+class HandlerTimeout(BaseException):
+    """Raised by SIGALRM in a Python handler; a BaseException so that no `except Exception`
+    (the handler's own, or the Envelope's parse guards) can swallow it."""
+
+
+#: The statuses an Outcome can have; "unauthenticated" is a refusal by REQUIRE.
+STATUSES = ("done", "deferred", "failed")
+
+
+class Outcome:
+    """How one handler run went: a status and a one-line detail for logs and state.json."""
+
+    __slots__ = ("status", "detail")
+
+    def __init__(self, status: str, detail: str = "") -> None:
+        self.status = status  # "done" | "deferred" | "failed"
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"Outcome({self.status!r}, {self.detail!r})"

@@ -14,6 +14,12 @@ files and of the folder, so whatever is killed when, an accepted message is in e
 place.  Whoever works on a message holds flock() on its folder; the lock follows the
 folder across renames, so `queue --run` never runs a message another process holds.
 
+Two typed records live beside each message: `Record` (envelope.json, written once when
+the data is complete: sender, recipients and their routes, the client) and `State`
+(state.json, rewritten as delivery goes: the checks' results, each handler's outcome
+and attempts, the retry schedule).  Both are plain JSON on disk, read back leniently:
+a missing or foreign key takes its default.
+
 This module knows files, not SMTP and not handlers.
 """
 
@@ -31,17 +37,6 @@ FOLDERS = ("incoming", "queue", "done", "failed")
 MESSAGE = "message"
 ENVELOPE = "envelope.json"
 STATE = "state.json"
-ENVELOPE_DEFAULTS = {  # what envelope.json says of a message that came without SMTP (deliver)
-    "helo": "",
-    "esmtp": False,
-    "smtputf8": False,
-    "body": "",
-    "remote_addr": "",
-    "remote_port": "",
-    "remote_host": "",
-    "tls": "",
-}
-
 _counter = 0
 
 
@@ -81,6 +76,142 @@ def read_json(path: str, default: Any = None) -> Any:
             return json.load(f)
     except FileNotFoundError:
         return default
+
+
+class Recipient:
+    """One accepted recipient and the handler the router chose for it at RCPT time."""
+
+    __slots__ = ("address", "route")
+
+    def __init__(self, address: str, route: str = "") -> None:
+        self.address = address
+        self.route = route
+
+    def __repr__(self) -> str:
+        return f"Recipient({self.address!r}, route={self.route!r})"
+
+
+class Record:
+    """envelope.json: what the SMTP transaction (or `deliver`) said about one message."""
+
+    TEXT = ("queue_id", "sender", "helo", "body", "remote_addr", "remote_port", "remote_host", "tls")
+    FLAGS = ("esmtp", "smtputf8")
+
+    def __init__(self, queue_id: str, sender: str, recipients: list[Recipient], **fields: Any) -> None:
+        self.queue_id = queue_id
+        self.sender = sender
+        self.recipients = recipients
+        self.helo = str(fields.get("helo", ""))
+        self.esmtp = bool(fields.get("esmtp", False))
+        self.smtputf8 = bool(fields.get("smtputf8", False))
+        self.body = str(fields.get("body", ""))
+        self.remote_addr = str(fields.get("remote_addr", ""))
+        self.remote_port = str(fields.get("remote_port", ""))
+        self.remote_host = str(fields.get("remote_host", ""))
+        self.tls = str(fields.get("tls", ""))
+        self.received_at = float(fields.get("received_at", 0.0) or 0.0)
+        self.size = int(fields.get("size", 0) or 0)
+
+    def groups(self) -> dict[str, list[str]]:
+        """Recipient addresses by route (handler name), in order, each address once."""
+        groups: dict[str, list[str]] = {}
+        for recipient in self.recipients:
+            addresses = groups.setdefault(recipient.route, [])
+            if recipient.address not in addresses:
+                addresses.append(recipient.address)
+        return groups
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {name: getattr(self, name) for name in self.TEXT + self.FLAGS}
+        data["recipients"] = [{"address": r.address, "route": r.route} for r in self.recipients]
+        data["received_at"] = self.received_at
+        data["size"] = self.size
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> Record:
+        data = data if isinstance(data, dict) else {}
+        recipients = []
+        for item in data.get("recipients") or []:
+            if isinstance(item, dict):
+                recipients.append(Recipient(str(item.get("address", "")), str(item.get("route", "") or "")))
+            else:
+                recipients.append(Recipient(str(item)))
+        fields = {k: v for k, v in data.items() if k not in ("queue_id", "sender", "recipients")}
+        return cls(str(data.get("queue_id", "")), str(data.get("sender", "")), recipients, **fields)
+
+    @classmethod
+    def load(cls, folder: str) -> Record | None:
+        data = read_json(os.path.join(folder, ENVELOPE))
+        return None if data is None else cls.from_json(data)
+
+    def save(self, folder: str) -> None:
+        write_json(os.path.join(folder, ENVELOPE), self.to_json())
+
+
+class HandlerState:
+    """One handler's progress on one message."""
+
+    __slots__ = ("status", "attempts", "last_error", "last_try", "recipients")
+
+    def __init__(self, data: Any = None) -> None:
+        data = data if isinstance(data, dict) else {}
+        self.status = str(data.get("status", "new"))  # new | done | deferred | failed
+        self.attempts = int(data.get("attempts", 0) or 0)
+        self.last_error = str(data.get("last_error", "") or "")
+        self.last_try = float(data.get("last_try", 0.0) or 0.0)
+        self.recipients = [str(r) for r in data.get("recipients") or []]
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+class State:
+    """state.json: the checks' results, each handler's outcome, the retry schedule."""
+
+    def __init__(self, data: Any = None) -> None:
+        data = dict(data) if isinstance(data, dict) else {}
+        handlers = data.pop("handlers", None)
+        self.handlers = (
+            {str(name): HandlerState(value) for name, value in (handlers or {}).items()}
+            if isinstance(handlers, dict)
+            else {}
+        )
+        self.auth: dict[str, Any] | None = data.pop("auth", None)  # AuthResults.to_dict()
+        self.authres = str(data.pop("authres", "") or "")  # the Authentication-Results value
+        self.deferrals = int(data.pop("deferrals", 0) or 0)
+        self.next_try = float(data.pop("next_try", 0.0) or 0.0)
+        self.expired = str(data.pop("expired", "") or "")
+        self.extra = data  # keys of other versions, kept as they were
+
+    def handler(self, name: str) -> HandlerState:
+        return self.handlers.setdefault(name, HandlerState())
+
+    def status(self, name: str) -> str:
+        entry = self.handlers.get(name)
+        return entry.status if entry else "new"
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(self.extra)
+        data["handlers"] = {name: entry.to_json() for name, entry in self.handlers.items()}
+        if self.auth is not None:
+            data["auth"] = self.auth
+        if self.authres:
+            data["authres"] = self.authres
+        if self.deferrals:
+            data["deferrals"] = self.deferrals
+        if self.next_try:
+            data["next_try"] = self.next_try
+        if self.expired:
+            data["expired"] = self.expired
+        return data
+
+    @classmethod
+    def load(cls, folder: str) -> State:
+        return cls(read_json(os.path.join(folder, STATE), {}))
+
+    def save(self, folder: str) -> None:
+        write_json(os.path.join(folder, STATE), self.to_json())
 
 
 class Spool:
@@ -167,22 +298,22 @@ class Incoming:
         self.file.write(data)
         self.size += len(data)
 
-    def finish(self, sender: str, recipients: list[dict[str, str]], **client: Any) -> dict[str, Any]:
+    def finish(self, sender: str, recipients: list[dict[str, str]], **client: Any) -> Record:
         """Everything on disk and fsync'ed in incoming/ (still not accepted): the message and
         its envelope record (CLIENT: helo, remote_addr... as the session knows them)."""
-        envelope = {**ENVELOPE_DEFAULTS, **client}
-        envelope.update(
-            queue_id=self.queue_id,
-            sender=sender,
-            recipients=recipients,
+        record = Record(
+            self.queue_id,
+            sender,
+            [Recipient(r["address"], r.get("route", "")) for r in recipients],
             received_at=time.time(),
             size=self.size,
+            **client,
         )
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        write_json(os.path.join(self.dir, ENVELOPE), envelope)
-        return envelope
+        record.save(self.dir)
+        return record
 
     def commit(self) -> None:
         """Accept: one atomic rename into queue/; after this the 250 may be sent."""

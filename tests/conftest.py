@@ -1,5 +1,13 @@
-"""Shared fixtures: a config in a temporary folder, handlers, and ways to talk SMTP to the
-server in-process, as a subprocess over pipes, and over TCP through `listen`."""
+"""Shared fixtures and helpers: a config in a temporary folder, handlers, one SMTP dialogue
+builder, and ways to talk SMTP to the server in-process, as a subprocess over pipes, and
+over TCP through `listen`.
+
+The folders are the kinds of test: unit/ (in-process, fast), suites/ (the RFC conformance
+suites), e2e/ (the whole path over real processes and sockets), deploy/ (real xinetd and
+systemd-socket-activate).  Each test is marked with its folder's name: `make test-fast`
+runs unit and suites.  pyproject's pytest `pythonpath` puts the checkout and tests/ on
+sys.path, so `import inbound` and `from conftest import ...` work from every folder.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +23,42 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest_dns import check_settings, dns_server, dns_server_process_wide  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILSERVER = ROOT / "mailserver.py"
-sys.path.insert(0, str(ROOT))
+TEST_DATA = Path(__file__).resolve().parent / "data"
+KINDS = ("unit", "suites", "e2e", "deploy")
 
-from conftest_dns import check_settings, dns_server, dns_server_process_wide  # noqa: E402,F401  (fixtures)
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with the kind its folder names (unit, suites, e2e, deploy)."""
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in KINDS:
+            item.add_marker(getattr(pytest.mark, kind))
+
+
+# -- one SMTP dialogue ---------------------------------------------------------------------
+
+EHLO = b"EHLO client.example\r\n"
+MAIL = b"MAIL FROM:<alice@sender.example>\r\n"
+RCPT = b"RCPT TO:<sink@example.org>\r\n"
+MESSAGE = b"From: Alice <alice@sender.example>\r\nTo: sink@example.org\r\nSubject: hi\r\n\r\nHello.\r\n"
+
+
+def dialogue(
+    *recipients: str,
+    sender: str = "alice@sender.example",
+    body: bytes = MESSAGE,
+    helo: str = "client.example",
+    quit: bool = True,
+) -> bytes:
+    """What a client sends for one message: EHLO, MAIL, RCPT each (default sink@), DATA."""
+    rcpts = b"".join(b"RCPT TO:<%s>\r\n" % r.encode() for r in recipients or ("sink@example.org",))
+    text = b"EHLO %s\r\nMAIL FROM:<%s>\r\n" % (helo.encode(), sender.encode())
+    return text + rcpts + b"DATA\r\n" + body + b".\r\n" + (b"QUIT\r\n" if quit else b"")
+
 
 BASE_CONFIG = """\
 [server]
@@ -198,14 +236,57 @@ def listening(server: Server) -> Iterator[int]:
         proc.wait(timeout=15)
 
 
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float = 10.0, what: str = "", interval: float = 0.02):  # type: ignore[no-untyped-def]
+    """Poll PREDICATE until it is true; its last value.  With WHAT, a time-out fails the test."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         value = predicate()
-        if value:
-            return value
+        if value or time.monotonic() > deadline:
+            break
         time.sleep(interval)
-    return predicate()
+    if not value and what:
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return value
+
+
+# -- the SMTP session in this process ---------------------------------------------------------
+
+
+def talk(
+    server: Server,
+    data: bytes,
+    client: Any = None,
+    policy: object = None,
+    read_size: int | None = None,
+) -> tuple[bytes, Any]:
+    """One session in-process over files: DATA in, everything the server wrote out.
+
+    CLIENT: a Client (default 192.0.2.1); POLICY: another policy than the router's;
+    READ_SIZE: octets per read, to put a read boundary everywhere."""
+    import tempfile
+
+    from inbound.config import load
+    from inbound.inetd import build_session
+    from inbound.smtp.channel import Channel
+    from inbound.smtp.session import Client
+
+    config = load(str(server.config))
+    with tempfile.TemporaryFile() as inp, tempfile.TemporaryFile() as out:
+        inp.write(data)
+        inp.seek(0)
+        channel = Channel(inp.fileno(), out.fileno())
+        if read_size:
+            channel.READ_SIZE = read_size
+        session, _ = build_session(config, channel, client or Client("192.0.2.1"))
+        if policy is not None:
+            session.policy = policy
+        try:
+            session.run()
+        finally:
+            for incoming in session.accepted:
+                incoming.release()
+        out.seek(0)
+        return out.read(), session
 
 
 # -- smtp_sink: a real SMTP server on 127.0.0.1 ---------------------------------------------

@@ -29,11 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import MAILSERVER, free_port, wait_until  # noqa: F401  (re-exported for the deploy tests)
+from conftest import ROOT as REPO
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # the tests import the inbound package itself
-    sys.path.insert(0, str(REPO))
-MAILSERVER = REPO / "mailserver.py"
 SHIPPED_XINETD = REPO / "xinetd" / "mailserver"
 INSTALLED_SCRIPT = "/opt/mailserver/mailserver.py"  # as written in the shipped files
 INSTALLED_CONFIG = "/etc/mailserver/config.ini"
@@ -55,12 +53,6 @@ def require_program(name: str, package: str) -> str:
     pytest.skip(message)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def is_listening(port: int) -> bool:
     """A TCP socket in LISTEN state on PORT (IPv4 or IPv6), without connecting to it:
     a probe connection would start a mailserver process."""
@@ -74,17 +66,6 @@ def is_listening(port: int) -> bool:
             if fields[1].rsplit(":", 1)[1] == f"{port:04X}" and fields[3] == "0A":
                 return True
     return False
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 # -- a throwaway installation ------------------------------------------------------

@@ -1,0 +1,170 @@
+"""The command line (SPEC §3): inetd mode by default, and listen, deliver, send, queue, check.
+
+The inetd mode is the hot path (one process per connection), so it is recognised by hand
+and argparse is only imported for the other commands.  Exit statuses follow sysexits:
+0 ok, 64 usage, 65/67 refused, 75 try later, 78 configuration error.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ..exits import EX_CONFIG, EX_IOERR, EX_USAGE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+
+    from ..config import Config
+
+
+def main(argv: list[str]) -> int:
+    config_path = _inetd_config(argv)
+    if config_path is not None:
+        protect_stderr()  # before any further import could print a traceback onto the socket
+        from ..inetd import serve
+
+        return serve(config_path)
+    return _commands(argv)
+
+
+def protect_stderr() -> None:
+    """Under xinetd stderr is the client's socket: point it at /dev/null (systemd's journal
+    or a terminal, anything but the connection, is left alone)."""
+    import os
+
+    def same(a: int, b: int) -> bool:
+        try:
+            x, y = os.fstat(a), os.fstat(b)
+        except OSError:
+            return False
+        return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+
+    if same(2, 0) or same(2, 1):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
+def _inetd_config(argv: list[str]) -> str | None:
+    """The config path when ARGV asks for inetd mode ([--config FILE]); else None."""
+    from ..config import default_path
+
+    if not argv:
+        return default_path()
+    if len(argv) == 2 and argv[0] in ("--config", "-c"):
+        return argv[1]
+    if len(argv) == 1 and argv[0].startswith("--config="):
+        return argv[0].split("=", 1)[1]
+    return None
+
+
+def _commands(argv: list[str]) -> int:
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            self.print_usage(sys.stderr)
+            print(f"{self.prog}: error: {message}", file=sys.stderr)
+            sys.exit(EX_USAGE)  # sysexits, not argparse's 2
+
+    parser = Parser(
+        prog="mailserver.py",
+        description="Receive-only SMTP server that runs your handlers on the mail it accepts. "
+        "Without a command: one SMTP session on stdin/stdout (inetd mode).",
+    )
+    parser.add_argument(
+        "--config", "-c", help="config file (default: $MAILSERVER_CONFIG, else config.ini here)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    listen_cmd = commands.add_parser(
+        "listen", help="listen on HOST:PORT, one process per connection (dev mode)"
+    )
+    listen_cmd.add_argument("--host", default="127.0.0.1")
+    listen_cmd.add_argument("--port", type=int, default=2525)
+    listen_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+
+    deliver_cmd = commands.add_parser(
+        "deliver", help="run a message through checks and handlers without SMTP"
+    )
+    deliver_cmd.add_argument("--from", dest="sender", default="", help="envelope sender (default <>)")
+    deliver_cmd.add_argument("--to", action="append", required=True, help="recipient (repeat for more)")
+    deliver_cmd.add_argument("--dry-run", action="store_true", help="only print what would run")
+    deliver_cmd.add_argument("file", help="message file, or - for stdin")
+    deliver_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+
+    send_cmd = commands.add_parser("send", help="send a test message to a server (trigger an automation)")
+    from .send import add_arguments
+
+    add_arguments(send_cmd)
+    send_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+
+    queue_cmd = commands.add_parser("queue", help="show or retry deferred messages")
+    group = queue_cmd.add_mutually_exclusive_group()
+    group.add_argument("--list", action="store_true", help="list queued messages (the default)")
+    group.add_argument("--run", action="store_true", help="retry the messages that are due")
+    queue_cmd.add_argument("--now", action="store_true", help="with --run: ignore the backoff")
+    queue_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+
+    check_cmd = commands.add_parser("check", help="validate config and handlers; print the routes")
+    check_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_usage(sys.stderr)
+        return EX_USAGE
+    config_path = getattr(args, "sub_config", None) or args.config
+    if config_path is None:
+        from ..config import default_path
+
+        config_path = default_path()
+    args.config = config_path
+    if args.command == "send" and args.reply is not None:
+        from .reply import reply_main
+
+        return reply_main(args)
+    if args.command == "send":
+        from .send import main as send_main
+
+        return send_main(args)
+
+    from .. import log
+    from ..config import ConfigError, load
+
+    try:
+        config = load(config_path)
+    except ConfigError as e:
+        print(f"mailserver: {e}", file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "listen":
+        from .listen import listen as run_listen
+
+        return run_listen(args.host, args.port, config_path)
+    log.setup(config.server.log, config.server.log_level)
+    try:
+        return _run(args, config)
+    except OSError as e:  # an unwritable spool, a missing message file: one line, no traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"mailserver: {where}{e.strerror or e}", file=sys.stderr)
+        return EX_IOERR
+
+
+def _run(args: argparse.Namespace, config: Config) -> int:
+    if args.command == "check":
+        from .admin import check
+
+        return check(config)
+    if args.command == "queue":
+        from .admin import queue
+
+        return queue(config, run=args.run, now=args.now)
+    if args.command == "deliver":
+        from .admin import deliver
+
+        return deliver(config, args.sender, args.to, args.file, dry_run=args.dry_run)
+    return EX_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

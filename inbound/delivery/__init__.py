@@ -1,0 +1,3 @@
+"""Stage 5: handlers and the retry queue.  router.py finds handlers and routes addresses,
+runner.py runs one handler, deliver.py runs a message's pending handlers once its checks
+are done, queue.py moves it afterwards and retries what was deferred."""

@@ -1,0 +1,208 @@
+"""From a spooled message to its handlers' outcomes: checks once, then each pending handler.
+
+`Delivery.deliver()` takes one message folder (queue/ID, or incoming/ID for INLINE
+handlers before the final reply), runs the checks once (their result is kept in
+state.json, so a retry does not ask DNS again and sees what was true on arrival),
+groups the recipients by the handler chosen at RCPT time (one run per handler per
+message), and runs each handler that has not succeeded yet.  Each handler's outcome
+is written to state.json as soon as it is known, so a retry never runs again a handler
+that already succeeded.  Where the message goes next is queue.py's business.
+
+`handler_envelope()` is the one place that builds the Envelope a handler gets (also for
+`send --reply` and `deliver --dry-run`), and the composition root that gives it its
+replier (autoreply), so envelope.py imports nothing later in the flow.
+
+This module does not speak SMTP and does not move messages between folders.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from .. import log
+from ..config import Config
+from ..outcomes import Outcome
+from ..spool import MESSAGE, Record, Spool, State
+from .router import POSTMASTER_TO_FAILED, Router
+from .runner import program_environment, run_program, run_python
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ..checks.results import AuthResults
+    from ..envelope import Envelope
+
+
+def send_reply(envelope: Envelope, body: str, **options: Any) -> bool:
+    """The replier handed to every Envelope: autoreply, imported on the first reply only."""
+    from ..autoreply import send_reply as autoreply_send
+
+    return autoreply_send(envelope, body, **options)
+
+
+def stored_auth(state: State) -> AuthResults | None:
+    """The AuthResults kept in STATE, or None (none stored, or unreadable)."""
+    if not state.auth:
+        return None
+    from ..checks.results import AuthResults
+
+    try:
+        return AuthResults.from_dict(state.auth)
+    except Exception:  # results of another version: as if none (require_auth then refuses)
+        return None
+
+
+def authres_prefix(state: State, hostname: str) -> bytes:
+    """Our Authentication-Results field, as it goes on top of the message for handlers."""
+    value = state.authres or f"{hostname}; none"
+    return f"Authentication-Results: {value}\r\n".encode("utf-8", "replace")
+
+
+def handler_envelope(
+    config: Config,
+    record: Record,
+    *,
+    handler: str,
+    recipients: list[str],
+    folder: str | None = None,
+    state: State | None = None,
+    auth: AuthResults | None = None,
+) -> Envelope:
+    """The Envelope of one handler's run: RECIPIENTS of RECORD, the message in FOLDER."""
+    from ..envelope import Envelope
+
+    state = state or State()
+    return Envelope(
+        queue_id=record.queue_id,
+        sender=record.sender,
+        recipients=recipients,
+        helo=record.helo,
+        remote_addr=record.remote_addr,
+        remote_host=record.remote_host,
+        tls=record.tls,
+        handler=handler,
+        config=config.settings_for(handler),
+        server_config=config,
+        message_path=os.path.join(folder, MESSAGE) if folder else None,
+        prefix=authres_prefix(state, config.server.hostname) if folder else b"",
+        auth=auth,
+        replier=send_reply,
+    )
+
+
+class Delivery:
+    def __init__(self, config: Config, router: Router, spool: Spool, clock: Any = time.time) -> None:
+        self.config = config
+        self.router = router
+        self.spool = spool
+        self.clock = clock
+
+    # -- checks -------------------------------------------------------------
+    def authenticate(self, folder: str, record: Record, state: State) -> AuthResults | None:
+        """The AuthResults of the message (computed once, then read from state.json).
+
+        Authentication-Results bearing our authserv-id that came with the message are
+        removed from the spooled copy first, whether or not any check is enabled.
+        """
+        checks = self.config.checks
+        enabled = checks.spf or checks.dkim or checks.dmarc or checks.arc
+        if not enabled and state.authres:
+            return None
+        stored = stored_auth(state)
+        if stored is not None and not stored.temporary:  # a temperror is asked again next time
+            return stored
+        hostname = self.config.server.hostname
+        path = os.path.join(folder, MESSAGE)
+        from ..checks.forged import remove_forged_results
+
+        if remove_forged_results(path, hostname):
+            log.warning("%s: removed Authentication-Results bearing our authserv-id", record.queue_id)
+        results = None
+        if enabled:
+            from ..checks import authenticate
+
+            with open(path, "rb") as f:
+                data = f.read()
+            results = authenticate(
+                data,
+                client_ip=record.remote_addr,
+                helo=record.helo,
+                mail_from=record.sender,
+                settings=checks,
+                authserv_id=hostname,
+            )
+            state.auth = results.to_dict()
+        state.authres = results.header_value(hostname) if results else f"{hostname}; none"
+        state.save(folder)
+        return results
+
+    def checks(self, folder: str, record: Record, state: State) -> AuthResults | None:
+        """authenticate() inside the checks' one exception boundary: they report, and a bug
+        in them never costs a message (the handlers then see `none (checks failed)`)."""
+        try:
+            return self.authenticate(folder, record, state)
+        except Exception as e:
+            log.exception("%s: checks failed", record.queue_id)
+            state.authres = f"{self.config.server.hostname}; none (checks failed: {type(e).__name__})"
+            return None
+
+    def checked(self, folder: str, record: Record) -> AuthResults | None:
+        """The checks' results for a message not yet accepted (the DMARC reject policy)."""
+        return self.checks(folder, record, State.load(folder))
+
+    # -- handlers -------------------------------------------------------------
+    def deliver(self, folder: str, *, inline_only: bool = False) -> dict[str, Outcome]:
+        """Run the pending handlers of the message in FOLDER; outcomes of this run by handler."""
+        record = Record.load(folder)
+        if record is None:
+            raise FileNotFoundError(f"{folder}: no envelope record")
+        state = State.load(folder)
+        groups = record.groups()
+        pending = [
+            name
+            for name in groups
+            if state.status(name) not in ("done", "failed") and (not inline_only or self._is_inline(name))
+        ]
+        outcomes: dict[str, Outcome] = {}
+        if not pending:
+            return outcomes
+        auth = self.checks(folder, record, state)
+        for name in pending:
+            outcome = self.run_handler(name, groups[name], folder, record, state, auth)
+            outcomes[name] = outcome
+            entry = state.handler(name)
+            entry.status, entry.last_error = outcome.status, outcome.detail
+            entry.last_try, entry.recipients = self.clock(), groups[name]
+            entry.attempts += 1
+            state.save(folder)
+            detail = f" {outcome.detail}" if outcome.detail else ""
+            shown = "failed/" if name == POSTMASTER_TO_FAILED else name
+            log.info("%s: handler=%s status=%s%s", record.queue_id, shown, outcome.status, detail)
+        return outcomes
+
+    def _is_inline(self, name: str) -> bool:
+        handler = self.router.handlers.get(name)
+        return bool(handler and handler.inline)
+
+    def run_handler(
+        self, name: str, recipients: list[str], folder: str, record: Record, state: State, auth: Any
+    ) -> Outcome:
+        if name == POSTMASTER_TO_FAILED:
+            return Outcome("failed", "postmaster mail with no postmaster handler and no catchall")
+        handler = self.router.handlers.get(name)
+        if handler is None:
+            return Outcome("deferred", f"no handler named {name!r} in {self.config.handlers.dir}")
+        if handler.error:
+            return Outcome("deferred", handler.error)
+        env = handler_envelope(
+            self.config, record, handler=name, recipients=recipients, folder=folder, state=state, auth=auth
+        )
+        timeout = self.config.handlers.timeout
+        if handler.kind == "python":
+            return run_python(handler, env, timeout)
+        auth_env = auth.environment() if auth is not None else {}
+        authres = state.authres or f"{self.config.server.hostname}; none"
+        environment = program_environment(env, auth_env, authres)
+        return run_program(handler, env, environment, os.path.join(folder, MESSAGE), env.prefix, timeout)

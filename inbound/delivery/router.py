@@ -1,0 +1,181 @@
+"""Find the handlers in the handlers folder and decide which one takes an address.
+
+A handler is a file in `[handlers] dir` (names starting with `_` or `.` are ignored):
+`NAME.py` is a Python module with `handle(envelope)` and optional `ADDRESSES` (glob
+patterns over the whole address) and `INLINE`; any other file with the executable bit is
+a program, named by its file name without the extension.  The folder is read afresh by
+every process, so dropping a file in is the whole deployment.
+
+Routing an address local+ext@domain, first match wins:
+  1. a domain not in `[server] domains` is not ours (550 5.7.1 at RCPT: we are no relay);
+  2. `[routes]` patterns, in file order;
+  3. handlers' `ADDRESSES` patterns, in handler-name order;
+  4. the handler named like the local part (before `+`), case-insensitively;
+  5. `postmaster@` a local domain is always accepted: to the catchall, else to failed/;
+  6. the catchall; else 550 5.1.1.
+A handler that fails to import is remembered with its error: the addresses that reach it
+get 451 4.3.0 (try later) and other mail flows.
+
+The router neither runs handlers nor writes to the client.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import os
+import sys
+
+from ..config import Config
+
+TYPE_CHECKING = False  # dataclasses cost start-up time; names for type checkers only
+if TYPE_CHECKING:
+    from types import ModuleType
+
+POSTMASTER_TO_FAILED = "-failed"  # route of postmaster mail nobody takes: straight to failed/
+
+
+class Handler:
+    def __init__(self, name: str, path: str, kind: str) -> None:
+        self.name = name
+        self.path = path
+        self.kind = kind  # "python" | "program"
+        self.addresses: tuple[str, ...] = ()
+        self.inline = False
+        self.module: ModuleType | None = None
+        self.error = ""  # why it cannot run: "FILE:LINE: message"
+
+    def __repr__(self) -> str:
+        return f"Handler({self.name!r}, {self.kind}, {self.path!r}{', ' + self.error if self.error else ''})"
+
+
+class Route:
+    """Where an address goes: a handler name, or a refusal reason."""
+
+    def __init__(self, address: str, handler: str = "", refusal: str = "", via: str = "") -> None:
+        self.address = address
+        self.handler = handler
+        self.refusal = refusal  # "not_our_domain" | "no_such_user" | "handler_unavailable"
+        self.via = via  # how it was matched, for `check` and --dry-run
+
+    def __repr__(self) -> str:
+        return f"Route({self.address!r}, handler={self.handler!r}, refusal={self.refusal!r})"
+
+    @property
+    def accepted(self) -> bool:
+        return not self.refusal
+
+
+class Router:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._handlers: dict[str, Handler] | None = None
+        self.problems: list[str] = []
+
+    @property
+    def handlers(self) -> dict[str, Handler]:
+        if self._handlers is None:
+            self._handlers = discover(self.config.handlers.dir, self.problems)
+        return self._handlers
+
+    @property
+    def default_domain(self) -> str:
+        return self.config.server.domains[0]
+
+    def route(self, address: str) -> Route:
+        local, _, domain = address.rpartition("@")
+        if not self.config.is_local_domain(domain):
+            return Route(address, refusal="not_our_domain", via="domain")
+        address = f"{local}@{domain.lower().rstrip('.')}"
+        lowered = address.lower()
+        for pattern, name in self.config.routes:
+            if fnmatch.fnmatchcase(lowered, pattern):
+                return self._to(address, name, f"[routes] {pattern}")
+        for name, handler in sorted(self.handlers.items()):
+            for pattern in handler.addresses:
+                if fnmatch.fnmatchcase(lowered, pattern.lower()):
+                    return self._to(address, name, f"{name} ADDRESSES {pattern}")
+        base = local.split("+", 1)[0].lower()
+        if base in self.handlers:
+            return self._to(address, base, "local part")
+        catchall = self.config.handlers.catchall
+        if base == "postmaster" and not catchall:
+            return Route(address, handler=POSTMASTER_TO_FAILED, via="postmaster (no handler: failed/)")
+        if catchall:
+            return self._to(address, catchall, "catchall")
+        return Route(address, refusal="no_such_user", via="no handler")
+
+    def _to(self, address: str, name: str, via: str) -> Route:
+        handler = self.handlers.get(name)
+        if handler is None or handler.error:
+            return Route(address, handler=name, refusal="handler_unavailable", via=via)
+        return Route(address, handler=name, via=via)
+
+
+def discover(folder: str, problems: list[str]) -> dict[str, Handler]:
+    """Every handler in FOLDER by name; import errors are kept on the Handler, not raised."""
+    found: dict[str, Handler] = {}
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as e:
+        problems.append(f"{folder}: cannot read the handlers folder: {e.strerror}")
+        return found
+    for filename in names:
+        path = os.path.join(folder, filename)
+        if filename.startswith(("_", ".")) or not os.path.isfile(path):
+            continue
+        name, ext = os.path.splitext(filename)
+        if ext == ".py":
+            handler = load_python(name, path)
+        elif os.access(path, os.X_OK):
+            handler = Handler(name, path, "program")
+        else:
+            continue
+        if name in found:
+            problems.append(f"{path}: handler name {name!r} is taken by {found[name].path}; ignored")
+            continue
+        if handler.error:
+            problems.append(handler.error)
+        found[name] = handler
+    return found
+
+
+def load_python(name: str, path: str) -> Handler:
+    handler = Handler(name, path, "python")
+    module_name = f"mailserver_handlers.{name}"
+    try:
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    except SyntaxError as e:
+        handler.error = f"{e.filename or path}:{e.lineno}: syntax error: {e.msg}"
+        return handler
+    except BaseException as e:  # a handler's import may raise anything; it must not stop mail
+        line = _line_in(path, e)
+        handler.error = f"{path}:{line}: import failed: {type(e).__name__}: {e}"
+        return handler
+    handle = getattr(module, "handle", None)
+    if not callable(handle):
+        handler.error = f"{path}:1: no handle(envelope) function"
+        return handler
+    addresses = getattr(module, "ADDRESSES", ())
+    if isinstance(addresses, str):
+        addresses = (addresses,)
+    if not all(isinstance(a, str) for a in addresses):
+        handler.error = f"{path}:1: ADDRESSES must be a list of strings"
+        return handler
+    handler.addresses = tuple(addresses)
+    handler.inline = bool(getattr(module, "INLINE", False))
+    handler.module = module
+    return handler
+
+
+def _line_in(path: str, error: BaseException) -> int:
+    import traceback
+
+    for frame in reversed(traceback.extract_tb(error.__traceback__)):
+        if os.path.abspath(frame.filename) == os.path.abspath(path):
+            return frame.lineno or 1
+    return 1

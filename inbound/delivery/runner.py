@@ -1,0 +1,202 @@
+"""Run one handler on one message and say how it went: done, deferred or failed.
+
+Python handlers are called in this process: returning means done, `TempFail` (or any
+other exception, or running past `[handlers] timeout`) means deferred, `Reject` means
+failed.  Each call is isolated: whatever a handler raises becomes an Outcome and a log
+line, never a crash of the server.
+
+Programs are run the way qmail-command(8) runs them: no shell, the message on stdin
+(our headers on top, LF line endings), a clean environment with qmail-style names plus
+CONF_<KEY> for the handler's settings, the handlers folder as working directory, in a
+process group of their own that is killed whole at the timeout.  stdout and stderr are
+logged with the handler's name.  Exit status (sysexits): 0 done; 65, 67, 77 failed; 75
+and anything else, a signal or the timeout, deferred.  Everything in the environment
+comes from a possibly malicious remote client: quote it if you put it in a command.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from .. import exits, log
+from ..outcomes import HandlerTimeout, Outcome, Reject, TempFail
+from .router import Handler
+
+TYPE_CHECKING = False  # typing and dataclasses cost start-up time; names for type checkers only
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import IO
+
+    from ..envelope import Envelope
+
+OUTPUT_LIMIT = 64 * 1024
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def run_python(handler: Handler, envelope: Envelope, timeout: float) -> Outcome:
+    """Call the handler's handle(envelope) under the handler timeout; never raises."""
+    from ..alarm import deadline
+
+    assert handler.module is not None
+    try:
+        with deadline(timeout, HandlerTimeout) as alarm:
+            handler.module.handle(envelope)
+            alarm.cancel()  # disarm at once: a late alarm must not undo a success
+        return Outcome("done")
+    except Reject as e:
+        return Outcome("failed", f"rejected: {e}" if str(e) else "rejected")
+    except TempFail as e:
+        return Outcome("deferred", f"temporary failure: {e}" if str(e) else "temporary failure")
+    except HandlerTimeout:
+        return Outcome("deferred", f"timed out after {timeout:g} s")
+    except BaseException as e:  # the handler's one boundary: a handler bug must not take us down
+        import traceback
+
+        where = traceback.extract_tb(e.__traceback__)[-1]
+        log.exception("handler %s crashed", handler.name)
+        return Outcome(
+            "deferred",
+            f"crashed: {type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})",
+        )
+
+
+def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: str) -> dict[str, str]:
+    recipient = envelope.recipient
+    local, _, host = recipient.rpartition("@")
+    ext = local.split("+", 1)[1] if "+" in local else ""
+    env = {
+        "PATH": SAFE_PATH,
+        "LANG": "C.UTF-8",
+        "HOME": os.environ.get("HOME", "/"),
+        "SENDER": envelope.sender,
+        "RECIPIENT": recipient,
+        "LOCAL": local,
+        "HOST": host,
+        "EXT": ext,
+        "RECIPIENTS": " ".join(envelope.recipients),
+        "REMOTE_ADDR": envelope.remote_addr,
+        "REMOTE_HOST": envelope.remote_host,
+        "HELO": envelope.helo,
+        "QUEUE_ID": envelope.queue_id,
+        "HANDLER": envelope.handler,
+        "AUTHENTICATION_RESULTS": authres,
+        "SPF_RESULT": "none",
+        "DKIM_RESULT": "none",
+        "DMARC_RESULT": "none",
+        "ARC_RESULT": "none",
+        "PYTHON": sys.executable,
+        "MAILSERVER": os.path.join(
+            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "mailserver.py"
+        ),
+    }
+    env.update(auth_env)
+    if envelope.server_config:
+        env["MAILSERVER_CONFIG"] = envelope.server_config.path
+    for key, value in envelope.config.items():
+        name = "CONF_" + "".join(c if c.isalnum() else "_" for c in key.upper())
+        env[name] = value
+    return {k: v.replace("\0", "") for k, v in env.items()}
+
+
+def message_lines(prefix: bytes, path: str) -> Iterator[bytes]:
+    """The message for a program: prefix + spooled file, CRLF turned into LF."""
+    yield prefix.replace(b"\r\n", b"\n")
+    with open(path, "rb") as f:
+        carry = b""
+        while True:
+            chunk = f.read(65536)
+            if not chunk:
+                break
+            chunk = carry + chunk
+            carry = b"\r" if chunk.endswith(b"\r") else b""
+            if carry:
+                chunk = chunk[:-1]
+            yield chunk.replace(b"\r\n", b"\n")
+        if carry:
+            yield carry
+
+
+def run_program(
+    handler: Handler,
+    envelope: Envelope,
+    env: dict[str, str],
+    message_path: str,
+    prefix: bytes,
+    timeout: float,
+) -> Outcome:
+    import subprocess
+
+    try:
+        proc = subprocess.Popen(
+            [handler.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=os.path.dirname(handler.path),
+            start_new_session=True,
+            close_fds=True,
+        )
+    except OSError as e:
+        return Outcome("deferred", f"cannot start {handler.path}: {e.strerror}")
+    assert proc.stdin and proc.stdout
+    output: list[bytes] = []
+    feeder = threading.Thread(target=_feed, args=(proc.stdin, prefix, message_path), daemon=True)
+    reader = threading.Thread(target=_drain, args=(proc.stdout, output), daemon=True)
+    feeder.start()
+    reader.start()
+    try:
+        status = proc.wait(timeout=timeout or None)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        status = proc.wait()
+    try:  # whatever the program left running in its group (`sleep &`) goes with it
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    reader.join(5)
+    feeder.join(5)
+    text = b"".join(output).decode("utf-8", "replace")
+    for line in text.splitlines()[:200]:
+        log.info("%s: handler %s: %s", envelope.queue_id, handler.name, line)
+    if timed_out:
+        return Outcome("deferred", f"timed out after {timeout:g} s, process group killed")
+    last = text.strip().splitlines()[-1][:200] if text.strip() else ""
+    if status == 0:
+        return Outcome("done")
+    if status < 0:
+        return Outcome("deferred", exits.describe(status))
+    kind = "failed" if exits.is_permanent(status) else "deferred"
+    return Outcome(kind, f"{exits.describe(status)} {last}".strip())
+
+
+def _feed(pipe: IO[bytes], prefix: bytes, path: str) -> None:
+    try:
+        for chunk in message_lines(prefix, path):
+            pipe.write(chunk)
+    except (BrokenPipeError, OSError):
+        pass  # a program need not read its input
+    finally:
+        try:
+            pipe.close()
+        except OSError:
+            pass
+
+
+def _drain(pipe: IO[bytes], output: list[bytes]) -> None:
+    kept = 0
+    while True:
+        chunk = pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536)
+        if not chunk:
+            break
+        if kept < OUTPUT_LIMIT:
+            output.append(chunk[: OUTPUT_LIMIT - kept])
+            kept += len(chunk)

@@ -1,0 +1,86 @@
+"""The Policy: what the SMTP session asks before it answers.
+
+Per recipient, the router's decision (our domain? a handler for it?); per message, just
+before the final reply, the DMARC reject policy (`[checks] dmarc_reject`) and INLINE
+handlers.  Only in those two cases are the checks and handlers loaded before the 250;
+otherwise a session imports nothing beyond the router.
+
+The policy decides; it keeps no state of its own (the checks' results are delivery's,
+in state.json) and never writes to the client: the session does, from the Decision.
+"""
+
+from __future__ import annotations
+
+from . import log
+from .config import Config
+from .delivery.router import Router
+from .spool import Incoming, Record, Spool
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class Decision:
+    """A policy's answer to the session: a reply name, its fields, and for an accepted
+    recipient the route (handler name) to remember with it."""
+
+    __slots__ = ("reply", "fields", "route")
+
+    def __init__(self, reply: str, fields: dict[str, Any] | None = None, route: str | None = None) -> None:
+        self.reply = reply
+        self.fields = fields or {}
+        self.route = route
+
+    def __repr__(self) -> str:
+        return f"Decision({self.reply!r}, {self.fields!r}, route={self.route!r})"
+
+
+class Policy:
+    """The session's policy: route recipients; DMARC reject and INLINE handlers before the 250."""
+
+    def __init__(self, config: Config, router: Router, spool: Spool) -> None:
+        self.config = config
+        self.router = router
+        self.spool = spool
+
+    @property
+    def default_domain(self) -> str:
+        return self.router.default_domain
+
+    def decide_recipient(self, address: str, domain: str) -> Decision:
+        route = self.router.route(address)
+        if route.accepted:
+            return Decision("recipient_ok", route=route.handler)
+        if route.refusal == "not_our_domain":
+            return Decision("not_our_domain", {"address": address, "domain": domain})
+        if route.refusal == "handler_unavailable":
+            log.warning(
+                "<%s>: handler %s unavailable: %s",
+                address,
+                route.handler,
+                getattr(self.router.handlers.get(route.handler), "error", "missing"),
+            )
+        return Decision(route.refusal, {"address": address})
+
+    def decide_message(self, incoming: Incoming, record: Record) -> Decision | None:
+        names = {r.route for r in record.recipients}
+        inline = any(self.router.handlers.get(n) and self.router.handlers[n].inline for n in names)
+        if not inline and not self.config.checks.dmarc_reject:
+            return None  # the common case: nothing to decide before the 250, nothing imported
+        from .delivery.deliver import Delivery
+
+        delivery = Delivery(self.config, self.router, self.spool)
+        if self.config.checks.dmarc_reject:
+            auth = delivery.checked(incoming.dir, record)
+            if auth is not None and auth.dmarc_rejects():
+                return Decision("dmarc_reject", {"domain": getattr(auth.dmarc, "from_domain", "")})
+        if inline:
+            outcomes = delivery.deliver(incoming.dir, inline_only=True)
+            for outcome in outcomes.values():
+                if outcome.status == "failed":
+                    return Decision("handler_refused", {"why": outcome.detail})
+            for outcome in outcomes.values():
+                if outcome.status == "deferred":
+                    return Decision("handler_deferred", {"why": outcome.detail})
+        return None

@@ -1,0 +1,100 @@
+"""The SMTP command grammar the session needs: paths, mailboxes, parameters, HELO names.
+
+RFC 5321 4.1.2 addresses, with RFC 6531 UTF-8 (SMTPUTF8) allowed in the patterns; the
+session refuses non-ASCII itself when the client did not ask for SMTPUTF8.  Parameters
+are separated by ASCII space only (no control or Unicode "whitespace"), keywords are
+ASCII.  Everything here is a pure function of its text: no I/O, no replies.
+"""
+
+from __future__ import annotations
+
+import re
+
+# (non-ASCII as the negated class [^\x00-\x7f]: ranges up to U+10FFFF take 100 ms to compile)
+_ATOM = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]|[^\x00-\x7f])+"
+_LOCAL = rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x20-\x7e])*")'
+_ALNUM = r"(?:[A-Za-z0-9]|[^\x00-\x7f])"
+_LABEL = rf"{_ALNUM}(?:(?:[A-Za-z0-9\-]|[^\x00-\x7f])*{_ALNUM})?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[^\[\]\\\s]+\])"
+MAILBOX = re.compile(rf"({_LOCAL})@({_DOMAIN})")
+SOURCE_ROUTE = re.compile(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
+HELO_ARG = re.compile(r"[^\x00-\x20\x7f]{1,255}")
+PARAM_KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-]*")
+MAX_ADDRESS = 320
+
+
+def parse_path(text: str, keyword: str) -> tuple[str, str] | None:
+    """'FROM:<a@b> SIZE=1' -> ('a@b', 'SIZE=1'); None when it is not of that form."""
+    if not text[: len(keyword)].isascii() or text[: len(keyword)].upper() != keyword:
+        return None
+    rest = text[len(keyword) :].lstrip(" ")
+    if not rest.startswith("<"):
+        return None
+    quoted, escaped = False, False
+    for i, ch in enumerate(rest[1:], 1):
+        if escaped:
+            escaped = False
+        elif ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == ">" and not quoted:
+            params = rest[i + 1 :]
+            if params and not params.startswith(" "):
+                return None
+            return rest[1:i], params.strip(" ")
+    return None
+
+
+def without_source_route(path: str) -> str:
+    """'@a,@b:x@y' -> 'x@y' (RFC 5321 4.1.2: a source route is accepted and ignored)."""
+    return SOURCE_ROUTE.sub("", path, count=1) if path.startswith("@") else path
+
+
+def check_mailbox(path: str) -> tuple[str, str] | str:
+    """(local, domain) of a path, or a reason it is malformed."""
+    path = without_source_route(path)
+    if len(path) > MAX_ADDRESS:
+        return "address too long"
+    match = MAILBOX.fullmatch(path)
+    if not match:
+        return f"<{path}> is not local@domain"
+    return match.group(1), match.group(2)
+
+
+def parse_params(text: str) -> dict[str, str] | str:
+    """'SIZE=10 BODY=8BITMIME' -> {'SIZE': '10', 'BODY': '8BITMIME'}; the bad item as text."""
+    params: dict[str, str] = {}
+    for item in filter(None, text.split(" ")):
+        key, _, value = item.partition("=")
+        if not PARAM_KEYWORD.fullmatch(key) or key.upper() in params:
+            return item
+        params[key.upper()] = value
+    return params
+
+
+def mail_params_problem(params: dict[str, str]) -> tuple[str, str] | None:
+    """(reply name, field) for the first MAIL parameter we refuse; None when all are fine."""
+    for key, value in params.items():
+        if key == "SIZE" and not (value.isascii() and value.isdigit() and len(value) <= 20):
+            return "bad_syntax", "SIZE=number"
+        if key == "BODY" and not (value.isascii() and value.upper() in ("7BIT", "8BITMIME")):
+            return "bad_syntax", "BODY=7BIT or BODY=8BITMIME"
+        if key == "SMTPUTF8" and value:
+            return "bad_syntax", "SMTPUTF8 takes no value"
+        if key not in ("SIZE", "BODY", "SMTPUTF8"):
+            return "unknown_parameter", key
+    return None
+
+
+def bdat_arguments(arg: str) -> tuple[int, bool] | None:
+    """'1000 LAST' -> (1000, True); None when it is not `size [LAST]` (RFC 3030)."""
+    parts = [part for part in arg.split(" ") if part]  # SP only, as RFC 3030 writes it
+    if not 1 <= len(parts) <= 2:
+        return None
+    size = parts[0]
+    if not (size.isascii() and size.isdigit() and len(size) <= 20):
+        return None
+    if len(parts) == 2 and not (parts[1].isascii() and parts[1].upper() == "LAST"):
+        return None
+    return int(size), len(parts) == 2
