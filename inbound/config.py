@@ -71,6 +71,12 @@ class CheckSettings(Settings):
     dns_timeout: float
 
 
+class ServeSettings(Settings):
+    max_connections: int
+    max_per_source: int
+    idle_exit: float
+
+
 class ReplySettings(Settings):
     transport: str
     outbox: str
@@ -94,6 +100,7 @@ class Config(Settings):
     handlers: HandlerSettings
     checks: CheckSettings
     reply: ReplySettings
+    serve: ServeSettings
     routes: tuple[tuple[str, str], ...]
     handler_config: dict[str, dict[str, str]]
 
@@ -137,6 +144,11 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dmarc_reject": ("bool", "no"),
         "dns_servers": ("servers", ""),
         "dns_timeout": ("timeout", "5"),
+    },
+    "serve": {
+        "max_connections": ("int", "50"),
+        "max_per_source": ("int", "15"),
+        "idle_exit": ("float", "600"),
     },
     "reply": {
         "transport": ("choice:sendmail|smtp|mx|outbox", "sendmail"),
@@ -243,6 +255,7 @@ def load(path: str) -> Config:
         handlers=HandlerSettings(**values["handlers"]),  # type: ignore[arg-type]
         checks=CheckSettings(**values["checks"]),  # type: ignore[arg-type]
         reply=ReplySettings(**reply),  # type: ignore[arg-type]
+        serve=ServeSettings(**values["serve"]),  # type: ignore[arg-type]
         routes=tuple(routes),
         handler_config=handler_config,
     )

@@ -2,8 +2,9 @@
 
 In inetd mode stdout and stderr may be the client's socket, so nothing here writes to
 them unless the config names a file such as /dev/stderr on purpose (the dev config does,
-for `listen`).  `summary()` writes the one key=value line per connection, and
-`exception()` the one line an unexpected error gets (its traceback folded with " | ").
+for `listen`), and `protect_stderr()` points a stderr that is the socket at /dev/null.
+`summary()` writes the one key=value line per connection, and `exception()` the one
+line an unexpected error gets (its traceback folded with " | ").
 """
 
 from __future__ import annotations
@@ -20,6 +21,23 @@ _fd: int | None = None
 _tag = "mailserver"
 
 
+def protect_stderr() -> None:
+    """Under xinetd stderr is the client's socket: point it at /dev/null (systemd's journal
+    or a terminal, anything but the connection, is left alone)."""
+
+    def same(a: int, b: int) -> bool:
+        try:
+            x, y = os.fstat(a), os.fstat(b)
+        except OSError:
+            return False
+        return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+
+    if same(2, 0) or same(2, 1):
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+
+
 def setup(target: str, level: str = "info", tag: str = "mailserver") -> None:
     """target: 'syslog', a file path, or '' (discard)."""
     global _target, _threshold, _fd, _tag
@@ -28,6 +46,7 @@ def setup(target: str, level: str = "info", tag: str = "mailserver") -> None:
         os.close(_fd)
     _fd = None
     if target == "syslog":
+        syslog.closelog()  # a forked session must not share the master's syslog socket
         syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
     elif target:
         try:

@@ -33,6 +33,7 @@ from conftest import MAILSERVER, free_port, wait_until  # noqa: F401  (re-export
 from conftest import ROOT as REPO
 
 SHIPPED_XINETD = REPO / "xinetd" / "mailserver"
+SHIPPED_XINETD_SERVE = REPO / "xinetd" / "mailserver-serve"
 INSTALLED_SCRIPT = "/opt/mailserver/mailserver.py"  # as written in the shipped files
 INSTALLED_CONFIG = "/etc/mailserver/config.ini"
 INSTALLED_VENV_BIN = "/opt/mailserver/.venv/bin"
@@ -218,19 +219,43 @@ def client_context(cafile: Path) -> ssl.SSLContext:
 class Launcher:
     """A running inetd-like launcher; stop() ends it and the sessions it started."""
 
-    def __init__(self, process: subprocess.Popen[bytes], port: int, log: Path, pid_pattern: str) -> None:
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        port: int,
+        log: Path,
+        pid_pattern: str,
+        config: Path | None = None,
+    ) -> None:
         self.process, self.port, self.log, self.pid_pattern = process, port, log, pid_pattern
+        self.config = config  # serve mode: its forked sessions carry this config in their command line
 
     def children(self) -> list[int]:
         try:
             text = self.log.read_text(errors="replace")
         except OSError:
-            return []
-        return [int(pid) for pid in re.findall(self.pid_pattern, text)]
+            text = ""
+        pids = [int(pid) for pid in re.findall(self.pid_pattern, text)]
+        return pids + (processes_with(self.config) if self.config else [])
+
+    def masters(self) -> list[int]:
+        """Serve mode: the running master(s): ours, with no parent of ours (forks have one)."""
+        ours = processes_with(self.config) if self.config else []
+        return [pid for pid in ours if _parent(pid) not in ours]
+
+    def sessions(self) -> list[int]:
+        """Serve mode: the forked sessions running now."""
+        ours = processes_with(self.config) if self.config else []
+        return [pid for pid in ours if _parent(pid) in ours]
 
     def stop(self, grace: float = 15.0) -> None:
         """End the launcher, give the sessions (and their handlers) GRACE seconds to end by
         themselves, then kill those still running: each by its own id."""
+        for master in self.masters():  # serve mode: stop accepting, let sessions finish
+            try:
+                os.kill(master, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -247,6 +272,27 @@ class Launcher:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+def processes_with(config: Path | None) -> list[int]:
+    """Live mailserver.py processes whose command line names CONFIG."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(config).encode() in cmdline and _is_our_session(int(entry.name)):
+                found.append(int(entry.name))
+    return found
+
+
+def _parent(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _is_our_session(pid: int) -> bool:
@@ -312,16 +358,16 @@ def xinetd_test_config(shipped: str, *, port: int, config: Path, root: Path) -> 
     return "\n".join(out) + "\n"
 
 
-def start_xinetd(installation: Installation, *, config: Path | None = None) -> Launcher:
-    """Real xinetd in the foreground (-dontfork) with the generated config."""
+def start_xinetd(
+    installation: Installation, *, config: Path | None = None, shipped: Path = SHIPPED_XINETD
+) -> Launcher:
+    """Real xinetd in the foreground (-dontfork) with the generated config (from SHIPPED)."""
     xinetd = require_program("xinetd", "xinetd")
     root = installation.root
     port = free_port()
     conf = root / "xinetd.conf"
     conf.write_text(
-        xinetd_test_config(
-            SHIPPED_XINETD.read_text(), port=port, config=config or installation.config, root=root
-        )
+        xinetd_test_config(shipped.read_text(), port=port, config=config or installation.config, root=root)
     )
     log = root / "xinetd.log"
     with open(root / "xinetd.err", "wb") as errors:
@@ -331,7 +377,7 @@ def start_xinetd(installation: Installation, *, config: Path | None = None) -> L
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )
-    launcher = Launcher(process, port, log, r"START: \S+ pid=(\d+)")
+    launcher = Launcher(process, port, log, r"START: \S+ pid=(\d+)", config or installation.config)
     try:
         wait_until(lambda: is_listening(port) or process.poll() is not None, 10, "xinetd to listen")
         if process.poll() is not None:
@@ -344,9 +390,12 @@ def start_xinetd(installation: Installation, *, config: Path | None = None) -> L
     return launcher
 
 
-def start_socket_activate(installation: Installation, *, address: str = "127.0.0.1") -> Launcher:
+def start_socket_activate(
+    installation: Installation, *, address: str = "127.0.0.1", accept: bool = True
+) -> Launcher:
     """systemd-socket-activate --accept --inetd: what mailserver.socket + mailserver@.service
-    do, one process per connection with the connection on stdin/stdout."""
+    do, one process per connection with the connection on stdin/stdout.  ACCEPT false:
+    what mailserver-serve.socket + .service do (Accept=no, LISTEN_FDS), `serve`."""
     activate = require_program("systemd-socket-activate", "systemd")
     port = free_port()
     listen = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
@@ -355,14 +404,14 @@ def start_socket_activate(installation: Installation, *, address: str = "127.0.0
         process = subprocess.Popen(
             [
                 activate,
-                "--accept",
-                "--inetd",
+                *(["--accept", "--inetd"] if accept else []),
                 "-l",
                 listen,
                 PYTHON,
                 "-I",
                 "-S",
                 str(MAILSERVER),
+                *([] if accept else ["serve"]),
                 "--config",
                 str(installation.config),
             ],
@@ -370,7 +419,7 @@ def start_socket_activate(installation: Installation, *, address: str = "127.0.0
             stdout=subprocess.DEVNULL,
             stderr=errors,
         )
-    launcher = Launcher(process, port, log, r"as PID (\d+)")
+    launcher = Launcher(process, port, log, r"as PID (\d+)", installation.config)
     try:
         wait_until(lambda: is_listening(port) or process.poll() is not None, 10, "systemd-socket-activate")
         if process.poll() is not None:

@@ -21,29 +21,13 @@ if TYPE_CHECKING:
 def main(argv: list[str]) -> int:
     config_path = _inetd_config(argv)
     if config_path is not None:
+        from ..log import protect_stderr
+
         protect_stderr()  # before any further import could print a traceback onto the socket
         from ..inetd import serve
 
         return serve(config_path)
     return _commands(argv)
-
-
-def protect_stderr() -> None:
-    """Under xinetd stderr is the client's socket: point it at /dev/null (systemd's journal
-    or a terminal, anything but the connection, is left alone)."""
-    import os
-
-    def same(a: int, b: int) -> bool:
-        try:
-            x, y = os.fstat(a), os.fstat(b)
-        except OSError:
-            return False
-        return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
-
-    if same(2, 0) or same(2, 1):
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
 
 
 def _inetd_config(argv: list[str]) -> str | None:
@@ -84,6 +68,16 @@ def _commands(argv: list[str]) -> int:
     listen_cmd.add_argument("--host", default="127.0.0.1")
     listen_cmd.add_argument("--port", type=int, default=2525)
     listen_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+
+    serve_cmd = commands.add_parser(
+        "serve", help="fast mode: a warm master that forks a fresh process per connection"
+    )
+    serve_cmd.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="bind HOST:PORT (default: the socket from systemd Accept=no or xinetd wait = yes)",
+    )
+    serve_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
 
     deliver_cmd = commands.add_parser(
         "deliver", help="run a message through checks and handlers without SMTP"
@@ -129,6 +123,10 @@ def _commands(argv: list[str]) -> int:
 
         return send_main(args)
 
+    if args.command == "serve":
+        from ..serve import main as serve_main
+
+        return serve_main(config_path, args.listen)
     from .. import log
     from ..config import ConfigError, load
 

@@ -22,6 +22,8 @@ REPLIES: dict[str, str] = {
     "too_many_commands": "421 4.7.0 {host} Too many commands in one session, closing connection",
     "unavailable": "421 4.3.0 {host} Service not available, try again later",
     "config_error": "421 4.3.0 Service not available: configuration error",
+    "too_busy": "421 4.7.0 {host} Too many connections, try again later",
+    "too_many_from_you": "421 4.7.0 {host} Too many connections from your address, try again later",
     "internal_error": "451 4.3.0 Internal error, try again later",
     # greeting verbs and chatter
     "helo": "250 {host}",
