@@ -15,13 +15,29 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 if _HERE not in sys.path:  # -I leaves the script's folder off sys.path
     sys.path.insert(0, _HERE)
-# Find the venv's packages without site's .pth processing (with -S, the fast start), and
-# the checkout's own .venv when started with another interpreter of the same version.
-_version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-for _prefix in (sys.prefix, os.path.join(_HERE, ".venv")):
-    _packages = os.path.join(_prefix, "lib", _version, "site-packages")
-    _wanted = sys.flags.no_site or _prefix != sys.prefix
-    if _wanted and os.path.isdir(_packages) and _packages not in sys.path:
+
+
+def _venv_site_packages() -> "list[str]":
+    """The site-packages to add by hand under -S (the fast start): the venv of the
+    interpreter itself, found by its pyvenv.cfg beside or above sys.executable (not
+    resolved: a venv's python is a symlink to the base one), else the checkout's .venv
+    when started by another interpreter of the same version.  Never the base
+    interpreter's own site-packages: pinned packages must not be shadowed."""
+    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+    bindir = os.path.dirname(sys.executable)
+    found = [d for d in (bindir, os.path.dirname(bindir)) if os.path.isfile(os.path.join(d, "pyvenv.cfg"))]
+    if found:
+        if not sys.flags.no_site:
+            return []  # site has set up the interpreter's own venv
+        venv = found[0]
+    else:  # another interpreter: the checkout's own venv, if it is of this version
+        venv = os.path.join(_HERE, ".venv")
+    packages = os.path.join(venv, "lib", version, "site-packages")
+    return [packages] if os.path.isdir(packages) else []
+
+
+for _packages in _venv_site_packages():
+    if _packages not in sys.path:
         sys.path.append(_packages)
 if __name__ == "__main__":
     sys.modules.setdefault("mailserver", sys.modules["__main__"])

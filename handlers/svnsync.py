@@ -30,6 +30,9 @@ import time
 from inbound import log
 from mailserver import TempFail
 
+# Until [handler.svnsync] names both, its address is deferred (451), never accepted and dropped.
+REQUIRED_SETTINGS = ["mirror", "senders"]
+
 # Modules beyond os/time are imported where used: every connection loads the handlers.
 DEFAULT_TIMEOUT = 240.0
 DEFAULT_LOCK_WAIT = 60.0

@@ -105,7 +105,7 @@ class Config(Settings):
     handler_config: dict[str, dict[str, str]]
 
     def is_local_domain(self, domain: str) -> bool:
-        return domain.lower().rstrip(".") in self.server.domains
+        return canonical_domain(domain) in self.server.domains
 
     def settings_for(self, handler: str) -> dict[str, str]:
         """The [handler.NAME] section of one handler (empty when there is none)."""
@@ -181,12 +181,39 @@ BOOLEANS = {
 }
 
 
+def canonical_domain(domain: str) -> str:
+    """DOMAIN as we compare it: lower case, no final dot, and an internationalised name in
+    its A-label form (bücher.example -> xn--bcher-kva.example, IDNA as Python's codec does
+    it).  A name that is no valid IDN stays as it is, and then matches nothing of ours."""
+    domain = domain.lower().rstrip(".")
+    if domain.isascii() or domain.startswith("["):
+        return domain
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
 def default_path() -> str:
     """--config is handled by the caller; then $MAILSERVER_CONFIG, then config.ini beside mailserver.py."""
     env = os.environ.get("MAILSERVER_CONFIG")
     if env:
         return env
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config.ini")
+
+
+def configured_log(path: str) -> str:
+    """`[server] log` of PATH read leniently, for reporting that PATH is broken: the log
+    target a person configured, else syslog."""
+    try:
+        parser = configparser.ConfigParser(
+            interpolation=None, strict=False, inline_comment_prefixes=(";", "#")
+        )
+        parser.read(path, encoding="utf-8")
+        raw = parser.get("server", "log", fallback="syslog").strip()
+    except Exception:  # the file is broken: that is what we are about to report
+        return "syslog"
+    return _convert(path, os.path.dirname(os.path.abspath(path)), "server", "log", "log", raw or "syslog")  # type: ignore[return-value]
 
 
 def load(path: str) -> Config:
@@ -207,8 +234,7 @@ def load(path: str) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not valid UTF-8") from None
     except configparser.Error as e:
-        first = str(e).splitlines()[0]
-        raise ConfigError(f"{path}: {first}") from None
+        raise ConfigError(f"{path}: {_parse_error(e)}") from None
     base = os.path.dirname(path)
     values: dict[str, dict[str, object]] = {}
     for section, keys in SCHEMA.items():
@@ -261,6 +287,18 @@ def load(path: str) -> Config:
     )
 
 
+def _parse_error(e: configparser.Error) -> str:
+    """configparser's error as one line that names the line of the file."""
+    first = str(e).splitlines()[0].rstrip(".")
+    if isinstance(e, configparser.MissingSectionHeaderError):
+        return f"line {e.lineno}: {e.line.strip()!r} comes before any [section]: not an INI file?"
+    if isinstance(e, configparser.ParsingError) and e.errors:
+        lineno, line = e.errors[0]
+        return f"line {lineno}: cannot parse {line.strip()!r}"
+    lineno = getattr(e, "lineno", None)
+    return f"line {lineno}: {first}" if lineno else first
+
+
 def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) -> object:
     raw = raw.strip()
 
@@ -293,10 +331,10 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
             raise bad("expected a host name (letters, digits, dots, hyphens)")
         return raw
     if kind == "domains":
-        domains = tuple(item.strip() for item in raw.split(",") if item.strip())
+        domains = tuple(canonical_domain(item.strip()) for item in raw.split(",") if item.strip())
         for domain in domains:
             if not _HOSTNAME.fullmatch(domain):
-                raise bad("expected domain names separated by commas")
+                raise bad("expected domain names (an internationalised one in either form), comma separated")
         return domains
     if kind == "bool":
         if raw.lower() not in BOOLEANS:

@@ -95,7 +95,9 @@ def serve(config_path: str) -> int:
     try:
         config = load(config_path)
     except Exception as e:  # ConfigError, or a bug in validation: the client hears 421 either way
-        log.setup("syslog")
+        from .config import configured_log
+
+        log.setup(configured_log(config_path))  # where the operator looks, syslog else
         log.error("%s", e if isinstance(e, ConfigError) else f"{config_path}: {type(e).__name__}: {e}")
         channel.write_timeout = 10
         try:

@@ -38,22 +38,69 @@ def protect_stderr() -> None:
         os.close(null)
 
 
+SYSLOG_SOCKET = "/dev/log"
+
+
+def target_problem(target: str) -> str:
+    """Why TARGET would lose every line for this user, without touching it ("" = fine):
+    `check` asks this before the server ever runs."""
+    if target == "syslog":
+        if not os.path.exists(SYSLOG_SOCKET):
+            return (
+                f"syslog: {SYSLOG_SOCKET} does not exist (no syslog daemon or journal): lines would be lost"
+            )
+        return ""
+    if not target:
+        return ""
+    if os.path.isdir(target):
+        return f"{target} is a folder"
+    if os.path.exists(target):
+        return "" if os.access(target, os.W_OK) else f"{target}: not writable by this user"
+    folder = os.path.dirname(target) or "."
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"{target}: cannot be created in {folder} by this user"
+    return ""
+
+
+def _stderr_visible() -> bool:
+    """stderr goes somewhere a person can read (a terminal, the journal), not /dev/null."""
+    return os.path.realpath("/proc/self/fd/2") != os.devnull
+
+
 def setup(target: str, level: str = "info", tag: str = "mailserver") -> None:
-    """target: 'syslog', a file path, or '' (discard)."""
+    """target: 'syslog', a file path, or '' (discard).  A target that cannot take lines
+    (no /dev/log, a file we may not write) falls back to syslog, else to stderr when it is
+    visible and not the client's socket, and the first line there says why."""
     global _target, _threshold, _fd, _tag
     _target, _threshold, _tag = target, LEVELS.get(level, 1), tag
     if _fd is not None and _fd > 2:
         os.close(_fd)
     _fd = None
+    problem = ""
     if target == "syslog":
-        syslog.closelog()  # a forked session must not share the master's syslog socket
-        syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+        problem = target_problem(target)
+        if not problem:
+            syslog.closelog()  # a forked session must not share the master's syslog socket
+            syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+            return
     elif target:
         try:
             _fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        except OSError:
-            _target = "syslog"  # a log file we cannot open must not stop mail
-            syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+            return
+        except OSError as e:
+            problem = f"{target}: {e.strerror}"
+    else:
+        return
+    if target != "syslog" and not target_problem("syslog"):  # a log file we cannot open: syslog
+        _target = "syslog"
+        syslog.closelog()
+        syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+    elif _stderr_visible():
+        _target, _fd = "stderr", 2
+    else:
+        _target = ""  # nowhere visible is left: nothing to write to
+        return
+    _write(3, "log: cannot log to %s (%s); logging here instead", (target, problem))
 
 
 def _write(level: int, message: str, args: tuple[object, ...]) -> None:
@@ -67,7 +114,7 @@ def _write(level: int, message: str, args: tuple[object, ...]) -> None:
     message = message.replace("\r", "\\r").replace("\n", "\\n")
     if _target == "syslog":
         syslog.syslog(_PRIORITY[level], message)
-    elif _fd is not None:
+    elif _fd is not None and _target:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         name = ("debug", "info", "warning", "error")[level]
         line = f"{stamp} {_tag}[{os.getpid()}] {name}: {message}\n"

@@ -43,6 +43,7 @@ class Policy:
         self.config = config
         self.router = router
         self.spool = spool
+        self.folder_logged = False
 
     @property
     def default_domain(self) -> str:
@@ -54,12 +55,16 @@ class Policy:
             return Decision("recipient_ok", route=route.handler)
         if route.refusal == "not_our_domain":
             return Decision("not_our_domain", {"address": address, "domain": domain})
-        if route.refusal == "handler_unavailable":
+        if route.refusal == "handler_unavailable" and self.router.folder_error:
+            if not self.folder_logged:  # one line per connection, not one per recipient
+                log.error("%s: every local address deferred (451)", self.router.folder_error)
+                self.folder_logged = True
+        elif route.refusal == "handler_unavailable":
             log.warning(
                 "<%s>: handler %s unavailable: %s",
                 address,
                 route.handler,
-                getattr(self.router.handlers.get(route.handler), "error", "missing"),
+                self.router.why_unavailable(route.handler),
             )
         return Decision(route.refusal, {"address": address})
 

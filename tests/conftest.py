@@ -188,6 +188,7 @@ def server(tmp_path: Path) -> Server:
     """A fresh server folder with the base config and a `sink` program handler."""
     srv = Server(tmp_path)
     srv.handlers.mkdir()
+    srv.spool.mkdir()  # as an installation has it (`check` insists)
     srv.write_config()
     srv.add_program("sink")
     return srv

@@ -28,6 +28,14 @@ def check(config: Config) -> int:
     for name in config.handler_config:
         if name not in handlers:
             print(f"note: [handler.{name}] configures a handler that is not installed", file=sys.stderr)
+    for name in sorted(handlers):
+        missing = router.unconfigured(name)
+        if missing:
+            problems.append(
+                f"{config.path}: [handler.{name}] {', '.join(missing)}: required by {handlers[name].path}; "
+                f"until set, mail to {name}@ is deferred (451)"
+            )
+    problems += _environment_problems(config)
     for note in _notes(config):
         print(f"note: {note}", file=sys.stderr)
     print(f"config:   {config.path}")
@@ -53,8 +61,67 @@ def check(config: Config) -> int:
     return EX_CONFIG if problems else EX_OK
 
 
+def _environment_problems(config: Config) -> list[str]:
+    """What the running user would hit: the spool, the log target, TLS files, the reply transport."""
+    problems = []
+    spool = config.server.spool
+    if not os.path.isdir(spool):
+        problems.append(
+            f"{config.path}: [server] spool: {spool} does not exist (create it for the server's user)"
+        )
+    elif not os.access(spool, os.W_OK | os.X_OK):
+        problems.append(f"{config.path}: [server] spool: {spool} is not writable by this user")
+    from .. import log
+
+    problem = log.target_problem(config.server.log)
+    if problem:
+        problems.append(f"{config.path}: [server] log: {problem}")
+    if config.tls.certificate:
+        from ..smtp.tls import make_context
+
+        try:
+            make_context(config.tls.certificate, config.tls.key)
+        except Exception as e:  # OSError, ssl.SSLError: the server would not offer STARTTLS
+            reason = getattr(e, "strerror", None) or str(e)
+            files = f"{config.tls.certificate} / {config.tls.key}"
+            problems.append(
+                f"{config.path}: [tls] certificate/key: {files}: {reason} (STARTTLS would not be offered)"
+            )
+    problems += _transport_problems(config)
+    return problems
+
+
+def _transport_problems(config: Config) -> list[str]:
+    reply = config.reply
+    where = f"{config.path}: [reply]"
+    if reply.transport == "sendmail":
+        import shlex
+        import shutil
+
+        try:
+            argv = shlex.split(reply.sendmail)
+        except ValueError as e:
+            return [f"{where} sendmail: {e}"]
+        if not argv:
+            return [f"{where} sendmail: empty command"]
+        if not shutil.which(argv[0]):
+            return [
+                f"{where} sendmail: {argv[0]} not found (install an MTA, or use transport = smtp, mx, outbox)"
+            ]
+    if reply.transport == "smtp" and not reply.smtp_host:
+        return [f"{where} smtp_host: empty, but transport = smtp needs a smarthost"]
+    if reply.transport == "outbox":
+        folder = reply.outbox
+        existing = folder
+        while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+            existing = os.path.dirname(existing)
+        if not os.access(existing, os.W_OK | os.X_OK):
+            return [f"{where} outbox: {folder} is not writable by this user"]
+    return []
+
+
 def _notes(config: Config) -> list[str]:
-    """Things that are not errors but surprise people: scripts without +x, an unwritable spool."""
+    """Things that are not errors but surprise people: scripts without +x."""
     notes = []
     folder = config.handlers.dir
     for filename in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
@@ -65,12 +132,6 @@ def _notes(config: Config) -> list[str]:
             with open(path, "rb") as f:
                 if f.read(2) == b"#!":
                     notes.append(f"{path}: a script without the executable bit is not a handler (chmod +x)")
-    spool = config.server.spool
-    existing = spool
-    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
-        existing = os.path.dirname(existing)
-    if not os.access(existing, os.W_OK | os.X_OK):
-        notes.append(f"{spool}: not writable by this user (the server's user must own it)")
     return notes
 
 

@@ -14,7 +14,10 @@ Routing an address local+ext@domain, first match wins:
   5. `postmaster@` a local domain is always accepted: to the catchall, else to failed/;
   6. the catchall; else 550 5.1.1.
 A handler that fails to import is remembered with its error: the addresses that reach it
-get 451 4.3.0 (try later) and other mail flows.
+get 451 4.3.0 (try later) and other mail flows.  So do the addresses of a handler whose
+REQUIRED_SETTINGS are not all set in its [handler.NAME] section.  A handlers folder that cannot be read
+(missing, mistyped, not mounted) defers every local address with 451 4.3.0: senders
+retry, nothing bounces while an operator fixes it.
 
 The router neither runs handlers nor writes to the client.
 """
@@ -26,7 +29,7 @@ import importlib.util
 import os
 import sys
 
-from ..config import Config
+from ..config import Config, canonical_domain
 
 TYPE_CHECKING = False  # dataclasses cost start-up time; names for type checkers only
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ class Handler:
         self.kind = kind  # "python" | "program"
         self.addresses: tuple[str, ...] = ()
         self.inline = False
+        self.required: tuple[str, ...] = ()  # REQUIRED_SETTINGS: [handler.NAME] keys it needs
         self.module: ModuleType | None = None
         self.error = ""  # why it cannot run: "FILE:LINE: message"
 
@@ -71,11 +75,19 @@ class Router:
         self.config = config
         self._handlers: dict[str, Handler] | None = None
         self.problems: list[str] = []
+        self.folder_error = ""  # why the handlers folder cannot be read, if it cannot
 
     @property
     def handlers(self) -> dict[str, Handler]:
         if self._handlers is None:
-            self._handlers = discover(self.config.handlers.dir, self.problems)
+            try:
+                self._handlers = discover(self.config.handlers.dir, self.problems)
+            except OSError as e:
+                self.folder_error = (
+                    f"{self.config.handlers.dir}: cannot read the handlers folder: {e.strerror}"
+                )
+                self.problems.append(self.folder_error)
+                self._handlers = {}
         return self._handlers
 
     @property
@@ -86,7 +98,9 @@ class Router:
         local, _, domain = address.rpartition("@")
         if not self.config.is_local_domain(domain):
             return Route(address, refusal="not_our_domain", via="domain")
-        address = f"{local}@{domain.lower().rstrip('.')}"
+        address = f"{local}@{canonical_domain(domain)}"
+        if not self.handlers and self.folder_error:
+            return Route(address, refusal="handler_unavailable", via="the handlers folder cannot be read")
         lowered = address.lower()
         for pattern, name in self.config.routes:
             if fnmatch.fnmatchcase(lowered, pattern):
@@ -107,19 +121,32 @@ class Router:
 
     def _to(self, address: str, name: str, via: str) -> Route:
         handler = self.handlers.get(name)
-        if handler is None or handler.error:
+        if handler is None or handler.error or self.unconfigured(name):
             return Route(address, handler=name, refusal="handler_unavailable", via=via)
         return Route(address, handler=name, via=via)
 
+    def unconfigured(self, name: str) -> list[str]:
+        """The REQUIRED_SETTINGS of handler NAME that its [handler.NAME] leaves empty: until
+        they are set its addresses are deferred (451), never accepted and dropped."""
+        handler = self.handlers.get(name)
+        settings = self.config.settings_for(name)
+        return [key for key in handler.required if not settings.get(key, "").strip()] if handler else []
+
+    def why_unavailable(self, name: str) -> str:
+        handler = self.handlers.get(name)
+        if handler is None:
+            return "missing"
+        if handler.error:
+            return handler.error
+        missing = self.unconfigured(name)
+        return f"[handler.{name}] {', '.join(missing)} not set in {self.config.path}" if missing else ""
+
 
 def discover(folder: str, problems: list[str]) -> dict[str, Handler]:
-    """Every handler in FOLDER by name; import errors are kept on the Handler, not raised."""
+    """Every handler in FOLDER by name; import errors are kept on the Handler, not raised
+    (an unreadable FOLDER raises OSError)."""
     found: dict[str, Handler] = {}
-    try:
-        names = sorted(os.listdir(folder))
-    except OSError as e:
-        problems.append(f"{folder}: cannot read the handlers folder: {e.strerror}")
-        return found
+    names = sorted(os.listdir(folder))
     for filename in names:
         path = os.path.join(folder, filename)
         if filename.startswith(("_", ".")) or not os.path.isfile(path):
@@ -168,6 +195,11 @@ def load_python(name: str, path: str) -> Handler:
         return handler
     handler.addresses = tuple(addresses)
     handler.inline = bool(getattr(module, "INLINE", False))
+    required = getattr(module, "REQUIRED_SETTINGS", ())
+    if isinstance(required, str) or not all(isinstance(k, str) for k in required):
+        handler.error = f"{path}:1: REQUIRED_SETTINGS must be a list of setting names"
+        return handler
+    handler.required = tuple(required)
     handler.module = module
     return handler
 

@@ -19,6 +19,7 @@ REPLIES: dict[str, str] = {
     "bye": "221 2.0.0 {host} closing connection",
     "timeout": "421 4.4.2 {host} Timeout, closing connection",
     "too_many_errors": "421 4.7.0 {host} Too many errors, closing connection",
+    "too_many_refused": "421 4.7.0 {host} Too many unknown recipients, closing connection",
     "too_many_commands": "421 4.7.0 {host} Too many commands in one session, closing connection",
     "unavailable": "421 4.3.0 {host} Service not available, try again later",
     "config_error": "421 4.3.0 Service not available: configuration error",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 
 from .. import log
+from ..config import canonical_domain
 from .channel import Channel, Closed, Timeout
 from .data import read_chunk, read_dot_data, skip_chunk
 from .received import session_received_header
@@ -44,7 +45,8 @@ if TYPE_CHECKING:
 
 
 COMMAND_LINE_LIMIT = 512  # RFC 5321 4.5.3.1.4, CRLF included
-ERROR_LIMIT = 10  # 5xx replies before 421 and close
+ERROR_LIMIT = 10  # protocol errors (5xx but refused recipients) before 421 and close
+PROBE_LIMIT = 50  # refused recipients, while none is accepted, before 421 (address probing)
 COMMAND_LIMIT = 1000  # commands in one session (NOOP every 299 s must not hold a process forever)
 VERBS_ALWAYS_ALLOWED_IN_BDAT = (b"BDAT", b"RSET", b"QUIT", b"NOOP")
 
@@ -80,6 +82,7 @@ class Session:
         self.esmtp = False
         self.tx: Transaction | None = None
         self.errors = 0
+        self.refusals = 0  # recipients refused since the last one accepted
         self.commands = 0
         self.running = True
         self.summary = Summary()
@@ -264,21 +267,28 @@ class Session:
             self.reply("non_ascii_address")
             return
         local, domain = checked
-        address = f"{local}@{domain.lower().rstrip('.')}"
+        domain = canonical_domain(domain)  # an IDN in either form matches our domains
+        address = f"{local}@{domain}"
         if any(r["address"] == address for r in self.tx.recipients):
             self.reply("recipient_ok")  # a duplicate collapses into the first
             return
         if len(self.tx.recipients) >= self.max_recipients:
             self.reply("too_many_recipients")
             return
-        decision = self.policy.decide_recipient(address, domain.lower().rstrip("."))
+        decision = self.policy.decide_recipient(address, domain)
         if decision.reply == "recipient_ok":
             self.tx.recipients.append({"address": address, "route": decision.route or ""})
             self.summary.recipients.append(address)
+            self.refusals = 0
             self.reply("recipient_ok")
             return
         self.summary.refused.append(f"{address}:{code_of(decision.reply)}")
-        self.reply(decision.reply, **decision.fields)
+        # An answer, not a client error: a relay's transaction is never cut short by 421.
+        # Probing is bounded instead (PROBE_LIMIT refusals while none is accepted).
+        self.send(render(decision.reply, **decision.fields), code_of(decision.reply), counted=False)
+        self.refusals += 1
+        if self.refusals >= PROBE_LIMIT and not self.tx.recipients:
+            self.reply("too_many_refused", host=self.hostname)
 
     def smtp_DATA(self, arg: str) -> None:
         if arg.strip():
@@ -399,17 +409,8 @@ class Session:
             self.finish_reply(problem, limit=self.max_size)
             return
         try:
-            record = incoming.finish(
-                tx.sender,
-                tx.recipients,
-                helo=self.helo or "",
-                esmtp=self.esmtp,
-                smtputf8=tx.smtputf8,
-                body=tx.params.get("BODY", "").upper(),
-                remote_addr=self.client.addr,
-                remote_port=self.client.port,
-                remote_host=self.client.host,
-                tls=self.summary.tls,
+            record = tx.finish(
+                helo=self.helo or "", esmtp=self.esmtp, client=self.client, tls=self.summary.tls
             )
         except OSError as e:
             log.error("cannot spool %s: %s", incoming.queue_id, e)
@@ -433,8 +434,7 @@ class Session:
         self.reply(name, **fields)
 
     def received_header(self, queue_id: str) -> bytes:
-        assert self.tx
-        return session_received_header(self, self.tx, queue_id)
+        return session_received_header(self, self.tx, queue_id)  # type: ignore[arg-type]
 
     def abort_transaction(self) -> None:
         if self.tx:

@@ -100,6 +100,22 @@ class Transaction:
             log.error("%s: cannot write to the spool: %s", self.incoming.queue_id, e)
             self.check.problem = "storage_full"
 
+    def finish(self, *, helo: str, esmtp: bool, client: Client, tls: str) -> Record:
+        """The data is complete and clean: fsync it with its envelope record (incoming/)."""
+        assert self.incoming
+        return self.incoming.finish(
+            self.sender,
+            self.recipients,
+            helo=helo,
+            esmtp=esmtp,
+            smtputf8=self.smtputf8,
+            body=self.params.get("BODY", "").upper(),
+            remote_addr=client.addr,
+            remote_port=client.port,
+            remote_host=client.host,
+            tls=tls,
+        )
+
     def abort(self) -> None:
         """Forget the message file (never accepted); the envelope stays for BDAT's RSET."""
         if self.incoming:

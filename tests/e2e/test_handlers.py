@@ -575,3 +575,17 @@ def test_programs_leave_no_background_process_behind(server: Server) -> None:
     mail(server, "forker@example.org")
     assert time.monotonic() - started < 4
     assert subprocess.run(["pgrep", "-f", "sleep 1234.5"], capture_output=True).stdout == b""
+
+
+def test_a_missing_handlers_folder_defers_every_local_address_and_says_so_once(server: Server) -> None:
+    server.write_config(handlers={"dir": "no-such-folder"})
+    out = server.smtp(dialogue("sink@example.org", "anyone@example.org", "postmaster@example.org"))
+    assert codes(out)[:6] == [220, 250, 250, 451, 451, 451]  # EHLO, MAIL, then every RCPT deferred
+    assert all(r.startswith(b"451 4.3.0") for r in replies(out)[3:6])
+    assert server.ids("queue") == []
+    lines = [line for line in server.log().splitlines() if "cannot read the handlers folder" in line]
+    assert len(lines) == 1 and "every local address deferred" in lines[0]
+    other = server.smtp(dialogue("x@elsewhere.example"))
+    assert b"550 5.7.1" in other  # not ours stays not ours
+    result = server.run("check")
+    assert result.returncode == 78 and b"cannot read the handlers folder" in result.stderr

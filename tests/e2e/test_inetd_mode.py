@@ -60,12 +60,27 @@ def test_without_any_client_address_the_client_is_unknown(server: Server) -> Non
     assert b"Received: from client.example (unknown)" in message
 
 
-def test_a_broken_config_gets_421_and_exit_78(server: Server) -> None:
-    server.config.write_text("[server]\ndomains = example.org\nmax_recipients = many\n")
+def test_a_broken_config_gets_421_and_exit_78_and_the_error_reaches_the_configured_log(
+    server: Server,
+) -> None:
+    server.config.write_text("[server]\ndomains = example.org\nlog = server.log\nmax_recipients = many\n")
     result = server.run(input=EHLO)
     assert result.returncode == 78
     assert result.stdout == b"421 4.3.0 Service not available: configuration error\r\n"
     assert result.stderr == b""
+    assert "[server] max_recipients: expected an integer" in server.log()
+
+
+def test_with_no_syslog_socket_lines_fall_back_to_a_visible_stderr_and_say_why(server: Server) -> None:
+    from inbound import log
+
+    if log.target_problem("syslog") == "":
+        pytest.skip("this machine has a syslog socket: nothing to fall back from")
+    server.config.write_text("[server]\ndomains = example.org\nmax_recipients = many\n")  # log = syslog
+    result = server.run(input=EHLO)
+    assert result.returncode == 78
+    text = result.stderr.decode()
+    assert "cannot log to syslog" in text and "max_recipients" in text
 
 
 def test_the_summary_line_is_logged_once_per_connection(server: Server) -> None:

@@ -145,6 +145,7 @@ def test_check_notes_a_script_without_the_executable_bit(server: Server) -> None
 
 
 def test_an_unwritable_spool_is_one_line_not_a_traceback(server: Server) -> None:
+    (server.root / "spool").rmdir()
     (server.root / "spool").write_text("a file where the spool folder should be")
     eml = server.root / "m.eml"
     eml.write_bytes(b"Subject: x\r\n\r\nbody\r\n")

@@ -337,6 +337,39 @@ def test_too_many_errors_close_the_connection_with_421(server: Server) -> None:
     assert replies(out)[-1].startswith(b"421 4.7.0")
 
 
+@pytest.mark.parametrize("configured", ["xn--bcher-kva.example", "bücher.example"])
+def test_an_internationalised_domain_matches_in_either_form(server: Server, configured: str) -> None:
+    server.write_config(server={"domains": configured})
+    config_domains = load(str(server.config)).server.domains
+    assert config_domains == ("xn--bcher-kva.example",)
+    mail = b"MAIL FROM:<alice@sender.example> SMTPUTF8\r\n"
+    rcpts = "RCPT TO:<sink@bücher.example>\r\nRCPT TO:<sink@XN--BCHER-KVA.example>\r\n".encode()
+    out, session = talk(server, EHLO + mail + rcpts + b"QUIT\r\n")
+    assert codes(out) == [220, 250, 250, 250, 250, 221]  # the second is the same address
+    assert session.summary.recipients == ["sink@xn--bcher-kva.example"]
+
+
+def test_refused_recipients_are_not_errors_and_never_cut_a_transaction_short(server: Server) -> None:
+    unknown = b"".join(b"RCPT TO:<nobody%d@example.org>\r\n" % n for n in range(60))
+    data = EHLO + MAIL + RCPT + unknown + b"DATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+    out, session = talk(server, data)
+    assert codes(out) == [220, 250, 250, 250] + [550] * 60 + [354, 250, 221]
+    assert len(session.summary.queue_ids) == 1
+
+
+def test_probing_for_addresses_is_bounded_when_no_recipient_is_accepted(server: Server) -> None:
+    unknown = b"".join(b"RCPT TO:<nobody%d@example.org>\r\n" % n for n in range(80))
+    out, _ = talk(server, EHLO + MAIL + unknown)
+    assert codes(out) == [220, 250, 250] + [550] * 50 + [421]
+    assert replies(out)[-1].startswith(b"421 4.7.0") and b"unknown recipients" in replies(out)[-1]
+
+
+def test_ten_refused_recipients_and_a_few_errors_do_not_add_up_to_421(server: Server) -> None:
+    unknown = b"".join(b"RCPT TO:<nobody%d@example.org>\r\n" % n for n in range(10))
+    out, _ = talk(server, EHLO + MAIL + unknown + b"BOGUS\r\n" * 3 + RCPT + b"QUIT\r\n")
+    assert codes(out) == [220, 250, 250] + [550] * 10 + [500] * 3 + [250, 221]
+
+
 # -- BDAT (CHUNKING) -----------------------------------------------------------------------
 
 
@@ -465,7 +498,7 @@ def test_an_internal_error_becomes_451_and_the_session_goes_on(server: Server) -
 
 
 def test_unwritable_spool_gets_452_not_a_traceback(server: Server) -> None:
-    (server.spool).mkdir()
+    server.spool.mkdir(exist_ok=True)
     (server.spool / "incoming").write_text("not a folder")
     out, _ = talk(server, EHLO + MAIL + RCPT + b"DATA\r\n")
     assert codes(out) == [220, 250, 250, 250, 452]
