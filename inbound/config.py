@@ -295,8 +295,8 @@ def _parse_error(e: configparser.Error) -> str:
     if isinstance(e, configparser.ParsingError) and e.errors:
         lineno, line = e.errors[0]
         return f"line {lineno}: cannot parse {line.strip()!r}"
-    lineno = getattr(e, "lineno", None)
-    return f"line {lineno}: {first}" if lineno else first
+    where = getattr(e, "lineno", None)
+    return f"line {where}: {first}" if where else first
 
 
 def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) -> object:
