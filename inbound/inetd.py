@@ -127,7 +127,7 @@ def serve(config_path: str) -> int:
         size=summary.size,
         queue_ids=",".join(summary.queue_ids),
         tls=summary.tls,
-        reply=summary.reply,
+        reply=" | ".join(summary.outcomes) or summary.reply,  # each message's final reply
         duration=f"{time.monotonic() - started:.3f}",
     )
     release_client(session.channel, channel)  # the TLS channel (if any) and the plain one

@@ -182,6 +182,7 @@ class State:
         self.deferrals = int(data.pop("deferrals", 0) or 0)
         self.next_try = float(data.pop("next_try", 0.0) or 0.0)
         self.expired = str(data.pop("expired", "") or "")
+        self.retry_from = float(data.pop("retry_from", 0.0) or 0.0)  # `queue --retry`: a fresh window
         self.extra = data  # keys of other versions, kept as they were
 
     def handler(self, name: str) -> HandlerState:
@@ -204,6 +205,8 @@ class State:
             data["next_try"] = self.next_try
         if self.expired:
             data["expired"] = self.expired
+        if self.retry_from:
+            data["retry_from"] = self.retry_from
         return data
 
     @classmethod

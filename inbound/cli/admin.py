@@ -1,4 +1,4 @@
-"""The administrative commands: check, queue --list/--run, deliver [--dry-run].
+"""The administrative commands: check and deliver [--dry-run] (the queue is queue.py's).
 
 Each prints for a person on stdout, problems on stderr, and returns a sysexits status.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 from ..config import Config
 from ..delivery.router import POSTMASTER_TO_FAILED, Router
@@ -139,41 +138,6 @@ def _kind(handlers: dict, name: str) -> str:
     return handlers[name].kind if name in handlers else "MISSING"
 
 
-def queue(config: Config, *, run: bool, now: bool) -> int:
-    from ..delivery.queue import Queue
-
-    delivery = Queue(config, Router(config), Spool(config.server.spool))
-    if run:
-        results = delivery.run_queue(now_too=now)
-        for result in results:
-            outcomes = ", ".join(f"{name}={o.status}" for name, o in result.outcomes.items())
-            print(f"{result.queue_id}: {result.folder} ({outcomes})")
-        return EX_OK
-    rows = delivery.list_queue()
-    if not rows:
-        print("queue is empty")
-        return EX_OK
-    print(f"{'ID':23} {'AGE':>7} {'TRIES':>5} {'NEXT':>6} {'HANDLERS':16} RECIPIENTS / LAST ERROR")
-    clock = time.time()
-    for row in rows:
-        wait = max(0, row["next_try"] - clock)
-        print(
-            f"{row['id']:23} {_age(row['age']):>7} {row['attempts']:>5} {_age(wait):>6} "
-            f"{','.join(row['handlers']) or '-':16} {' '.join(row['recipients'])}"
-        )
-        if row["last_error"]:
-            print(f"{'':23} {'':>7} {'':>5} {'':>6} {'':16} {row['last_error']}")
-    return EX_OK
-
-
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
 def deliver(config: Config, sender: str, recipients: list[str], file: str, *, dry_run: bool) -> int:
     """A message through routing, checks and handlers without SMTP."""
     router = Router(config)
@@ -187,6 +151,12 @@ def deliver(config: Config, sender: str, recipients: list[str], file: str, *, dr
         return EX_NOUSER
     data = sys.stdin.buffer.read() if file == "-" else open(file, "rb").read()
     data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    from .queue import run_as_spool_owner
+
+    problem = run_as_spool_owner(config)  # read as who asked; handlers never run as root
+    if problem:
+        print(f"mailserver: {problem}", file=sys.stderr)
+        return EX_TEMPFAIL
     from ..delivery.queue import Queue
     from ..smtp.received import received_header
 

@@ -94,11 +94,20 @@ def _commands(argv: list[str]) -> int:
     add_arguments(send_cmd)
     send_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
 
-    queue_cmd = commands.add_parser("queue", help="show or retry deferred messages")
+    queue_cmd = commands.add_parser("queue", help="show, inspect and retry deferred and failed messages")
     group = queue_cmd.add_mutually_exclusive_group()
     group.add_argument("--list", action="store_true", help="list queued messages (the default)")
     group.add_argument("--run", action="store_true", help="retry the messages that are due")
+    group.add_argument("--show", metavar="ID", help="one message: envelope, auth results, handlers' outcomes")
+    group.add_argument(
+        "--retry",
+        nargs="+",
+        metavar="ID",
+        help="move failed/ID back into the queue with a fresh retry window",
+    )
+    queue_cmd.add_argument("--failed", action="store_true", help="with --list: the messages in failed/")
     queue_cmd.add_argument("--now", action="store_true", help="with --run: ignore the backoff")
+    queue_cmd.add_argument("-v", "--verbose", action="store_true", help="with --run: say what was done")
     queue_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
 
     check_cmd = commands.add_parser("check", help="validate config and handlers; print the routes")
@@ -154,9 +163,17 @@ def _run(args: argparse.Namespace, config: Config) -> int:
 
         return check(config)
     if args.command == "queue":
-        from .admin import queue
+        from .queue import queue
 
-        return queue(config, run=args.run, now=args.now)
+        return queue(
+            config,
+            run=args.run,
+            now=args.now,
+            failed=args.failed,
+            show=args.show,
+            retry=args.retry,
+            verbose=args.verbose,
+        )
     if args.command == "deliver":
         from .admin import deliver
 

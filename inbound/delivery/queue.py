@@ -62,7 +62,7 @@ class Queue(Delivery):
             self.spool.remove("queue", queue_id)
             return "deleted"
         if any(s in ("deferred", "new") for s in statuses):
-            age = now - (record.received_at or now)
+            age = now - (max(record.received_at, state.retry_from) or now)
             if age < self.config.handlers.retry_for:
                 state.deferrals += 1
                 state.next_try = now + backoff(state.deferrals)
@@ -128,11 +128,38 @@ class Queue(Delivery):
             finally:
                 os.close(lock)
 
-    def list_queue(self) -> list[dict[str, Any]]:
+    def retry_failed(self, queue_id: str) -> list[str] | None:
+        """Move failed/QUEUE_ID back into queue/ with a fresh retry window: the handlers that
+        did not succeed run again, those that did stay done.  Their names; None if no such."""
+        lock = self.spool.lock("failed", queue_id, wait=True)
+        if lock is None:
+            return None
+        try:
+            folder = self.spool.path("failed", queue_id)
+            record = Record.load(folder)
+            if record is None:
+                return None
+            state = State.load(folder)
+            again = [name for name in record.groups() if state.status(name) != "done"]
+            for name in again:
+                state.handler(name).status = "new"
+            state.deferrals, state.next_try, state.expired = 0, 0.0, ""
+            state.retry_from = self.clock()
+            state.save(folder)
+            self.spool.move(queue_id, "failed", "queue")
+        finally:
+            os.close(lock)
+        log.info(
+            "%s: moved from failed/ back into queue/ (handlers %s)", queue_id, ", ".join(again) or "none"
+        )
+        return again
+
+    def list_queue(self, folder_name: str = "queue") -> list[dict[str, Any]]:
+        """One row per message in FOLDER_NAME (queue, or failed): what it waits for and why."""
         rows = []
         now = self.clock()
-        for queue_id in self.spool.ids("queue"):
-            folder = self.spool.path("queue", queue_id)
+        for queue_id in self.spool.ids(folder_name):
+            folder = self.spool.path(folder_name, queue_id)
             record = Record.load(folder)
             if record is None:
                 continue
@@ -150,7 +177,7 @@ class Queue(Delivery):
                         [state.handlers[n].attempts for n in pending if n in state.handlers] or [0]
                     ),
                     "next_try": state.next_try,
-                    "last_error": "; ".join(e for e in errors if e),
+                    "last_error": "; ".join(e for e in errors if e) or state.expired,
                 }
             )
         return rows

@@ -107,7 +107,19 @@ def test_the_summary_line_is_logged_once_per_connection(server: Server) -> None:
         "refused=nobody@example.org:550,x@elsewhere.example:550",
     ):
         assert field in line
-    assert 'reply="221 2.0.0' in line
+    assert f'reply="250 2.0.0 OK queued as {queue_id}"' in line  # the message's reply, not QUIT's
+
+
+def test_the_summary_says_each_transactions_final_reply_not_the_quit(server: Server) -> None:
+    bouncer = (
+        "from mailserver import Reject\nINLINE = True\ndef handle(envelope):\n    raise Reject('no thanks')\n"
+    )
+    server.add_python("bouncer", bouncer)
+    out = server.smtp(EHLO + MAIL + b"RCPT TO:<bouncer@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n"
+                      + MAIL + RCPT + b"DATA\r\nSubject: y\r\n\r\nhi\r\n.\r\nQUIT\r\n")  # fmt: skip
+    assert codes(out) == [220, 250, 250, 250, 354, 550, 250, 250, 354, 250, 221]
+    [line] = [line for line in server.log().splitlines() if " client=" in line]
+    assert 'reply="550 5.7.1 Message refused: rejected: no thanks | 250 2.0.0 OK queued as ' in line
 
 
 def test_the_client_is_released_before_handlers_run(server: Server) -> None:
