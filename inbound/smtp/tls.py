@@ -11,8 +11,9 @@ of the channel's socket, completes the handshake within a deadline and returns a
 TLSChannel, or raises `Closed` when the handshake fails or times out.
 
 The session, not this module, discards plaintext pipelined after STARTTLS and forgets
-the EHLO state.  TLS 1.2 is the minimum; no client certificates are asked for; session
-tickets are off (every connection is a new process, so nothing could resume them).
+the EHLO state.  TLS 1.2 is the minimum, with AEAD suites only (TLS12_CIPHERS); no
+client certificates are asked for; session tickets are off (every connection is a new
+process, so nothing could resume them).
 
 `ssl` is imported here only, so connections without TLS never pay for it.
 """
@@ -28,6 +29,21 @@ from collections.abc import Callable
 from .. import log
 from .channel import Channel, Closed, Timeout
 
+#: TLS 1.2 suites: the "intermediate" configuration of Mozilla's server-side TLS guide
+#: (forward secrecy, AEAD only: no CBC, so no LUCKY13); TLS 1.3 suites are OpenSSL's.
+TLS12_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "DHE-RSA-AES128-GCM-SHA256",
+        "DHE-RSA-AES256-GCM-SHA384",
+        "DHE-RSA-CHACHA20-POLY1305",
+    )
+)
 HANDSHAKE_TIMEOUT = 60.0  # seconds for the whole TLS handshake
 WRITE_TIMEOUT = 300.0  # seconds one reply may wait for a client that does not read
 CLOSE_NOTIFY_TIMEOUT = 0.0  # close(): send our close_notify, do not wait for the client's
@@ -93,6 +109,7 @@ def make_context(certificate: str, key: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_TICKET | ssl.OP_NO_RENEGOTIATION | ssl.OP_CIPHER_SERVER_PREFERENCE
     context.num_tickets = 0  # TLS 1.3 tickets: nothing can resume them in a new process
+    context.set_ciphers(TLS12_CIPHERS)
     context.load_cert_chain(certificate, key)
     return context
 

@@ -186,6 +186,42 @@ def test_a_client_older_than_tls_1_2_is_refused(
             future.result(10)  # the server said so with a protocol_version alert
 
 
+def test_tls_1_2_offers_no_cbc_suites_and_keeps_aead_ones_for_old_senders(
+    pair: tuple[Channel, socket.socket], certificate: tuple[Path, Path]
+) -> None:
+    context = tls.make_context(str(certificate[0]), str(certificate[1]))
+    tls12 = [c["name"] for c in context.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    assert tls12 and all("GCM" in name or "CHACHA20" in name for name in tls12), tls12
+    channel, client = pair
+    start_tls = start(certificate, channel)
+    cbc = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    cbc.check_hostname, cbc.verify_mode = False, ssl.CERT_NONE
+    cbc.maximum_version = ssl.TLSVersion.TLSv1_2
+    cbc.set_ciphers("ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256")  # CBC only
+    with ThreadPoolExecutor(1) as pool:
+        future = client_handshake(client, cbc, pool)
+        with pytest.raises(Closed):
+            start_tls(channel)
+        with pytest.raises(ssl.SSLError):
+            future.result(10)
+
+
+def test_a_tls_1_2_client_with_an_aead_suite_gets_through(
+    pair: tuple[Channel, socket.socket], certificate: tuple[Path, Path]
+) -> None:
+    channel, client = pair
+    start_tls = start(certificate, channel)
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.check_hostname, old.verify_mode = False, ssl.CERT_NONE
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with ThreadPoolExecutor(1) as pool:
+        future = client_handshake(client, old, pool)
+        secure = start_tls(channel)
+        cipher = secure.tls_cipher or ""
+        assert secure.tls_version == "TLSv1.2" and ("GCM" in cipher or "CHACHA20" in cipher)
+        future.result(10).close()
+
+
 def test_a_handshake_that_never_comes_ends_at_the_deadline(
     pair: tuple[Channel, socket.socket], certificate: tuple[Path, Path]
 ) -> None:
