@@ -6,23 +6,33 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+SUM     = $(shell cat $(1) constraints.txt | cksum | cut -d' ' -f1)
+RUNSTAMP := $(VENV)/.installed-run-$(call SUM,requirements.txt)
+STAMP    := $(VENV)/.installed-dev-$(call SUM,requirements.txt requirements-dev.txt)
 
 .PHONY: run test test-fast lint bench check clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "mailserver needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+	@$(PYTHON) -m venv $(VENV) || \
 	  { echo "cannot create $(VENV): on Debian/Ubuntu run: apt-get install python3-venv"; exit 1; }
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	@rm -f $(VENV)/.installed-* && touch $@
 
-run: $(STAMP)
-	@mkdir -p var
+# make run installs only what receiving mail needs; make test adds the test tool chain.
+$(RUNSTAMP): requirements.txt constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@rm -f $(VENV)/.installed-run-* && touch $@
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@rm -f $(VENV)/.installed-* && touch $@ $(RUNSTAMP)
+
+run: $(RUNSTAMP)
+	@mkdir -p var/spool
 	$(PY) mailserver.py listen --config examples/dev.ini
 
-check: $(STAMP)
+check: $(RUNSTAMP)
+	@mkdir -p var/spool
 	$(PY) mailserver.py check --config examples/dev.ini
 
 lint: $(STAMP)

@@ -112,13 +112,25 @@ def read_input(path: str) -> bytes:
 
 
 def parse_server(text: str) -> tuple[str, int]:
-    """'HOST:PORT', '[::1]:PORT' or 'HOST' (port 25) -> (host, port)."""
+    """'HOST:PORT', '[::1]:PORT', '::1:PORT', 'HOST' or '::1' (port 25) -> (host, port).
+
+    An IPv6 address without brackets takes its last group as the port when what is left
+    is an address itself (::1:25 is ::1, port 25); write [::1:25] for the address."""
     host, port = text.strip(), "25"
     if host.startswith("["):
         host, _, rest = host[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else port
     elif host.count(":") == 1:
         host, port = host.split(":")
+    elif host.count(":") > 1:
+        import ipaddress
+
+        address, _, last = host.rpartition(":")
+        try:
+            if last.isdigit() and address not in ("", ":") and ipaddress.IPv6Address(address.strip("[]")):
+                host, port = address, last
+        except ValueError:
+            pass  # all of it is the address
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"--server {text!r}: expected HOST:PORT")
     return host, int(port)

@@ -135,18 +135,23 @@ class Delivery:
             )
             state.auth = results.to_dict()
         state.authres = results.header_value(hostname) if results else f"{hostname}; none"
-        state.save(folder)
         return results
 
     def checks(self, folder: str, record: Record, state: State) -> AuthResults | None:
         """authenticate() inside the checks' one exception boundary: they report, and a bug
         in them never costs a message (the handlers then see `none (checks failed)`)."""
+        before = (state.auth, state.authres)
         try:
-            return self.authenticate(folder, record, state)
+            results = self.authenticate(folder, record, state)
+        except OSError:
+            raise  # the spool's trouble (a full disk), not the checks': delivery's boundary says so
         except Exception as e:
             log.exception("%s: checks failed", record.queue_id)
             state.authres = f"{self.config.server.hostname}; none (checks failed: {type(e).__name__})"
-            return None
+            results = None
+        if (state.auth, state.authres) != before:
+            state.save(folder)
+        return results
 
     def checked(self, folder: str, record: Record) -> AuthResults | None:
         """The checks' results for a message not yet accepted (the DMARC reject policy)."""

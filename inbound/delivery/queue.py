@@ -82,6 +82,15 @@ class Queue(Delivery):
         """deliver_queued() inside the delivery stage's one exception boundary."""
         try:
             result = self.deliver_queued(queue_id)
+        except OSError as e:  # a full disk after the 250: one clear line, the message stays
+            where = f" {e.filename}" if e.filename else ""
+            log.error(
+                "%s: cannot write the spool%s: %s; left in queue/ for queue --run",
+                queue_id,
+                where,
+                e.strerror or e,
+            )
+            return None
         except Exception:
             log.exception("%s: delivery failed, left in queue/", queue_id)
             return None

@@ -625,3 +625,31 @@ def test_only_ascii_space_separates_and_only_ascii_letters_match_keywords(
     assert reply.startswith(b"501 5.5.4") or reply.startswith(b"555 5.5.4"), reply
     assert b"queued" not in out
     assert server.ids("queue") == []
+
+
+def test_a_full_disk_after_the_250_is_one_clear_log_line(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from inbound import log
+    from inbound.config import load as load_config
+    from inbound.delivery.queue import Queue
+    from inbound.delivery.router import Router
+    from inbound.spool import Spool, State
+
+    out, session = talk(server, transaction())
+    [queue_id] = session.summary.queue_ids
+    lines: list[str] = []
+    monkeypatch.setattr(log, "_write", lambda level, message, args: lines.append(message % args))
+
+    def full(self: State, folder: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", f"{folder}/state.json")
+
+    monkeypatch.setattr(State, "save", full)
+    config = load_config(str(server.config))
+    assert Queue(config, Router(config), Spool(config.server.spool)).deliver_safely(queue_id) is None
+
+    [line] = [text for text in lines if queue_id in text]
+    assert "No space left on device" in line and "left in queue/" in line and "Traceback" not in line
+    assert server.ids("queue") == [queue_id]
