@@ -14,13 +14,18 @@ attachments (filename, content_type, size, data in base64).  Headers:
     X-Mailserver-Queue-Id: <queue id>
     X-Mailserver-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes with `secret`>
 
-Verify it on the receiving side before trusting the body, in constant time, e.g. Python:
-`hmac.compare_digest(header, "sha256=" + hmac.new(secret, body, "sha256").hexdigest())`.
+Verify it on the receiving side before trusting the body, in constant time, over the
+body's bytes as they arrived (not a re-encoded JSON), e.g. in Python:
 
-The answer decides: 2xx done; 408, 429 and 5xx, a redirect, a time-out or no connection:
-try again later (TempFail); any other 4xx: refused for good (Reject, the message goes to
-failed/).  Redirects are not followed (they would turn the POST into a GET).
-Only the standard library is used.  Copy this file into handlers/ to use it.
+    import hmac
+    def verified(secret: bytes, body: bytes, header: str) -> bool:
+        expected = "sha256=" + hmac.new(secret, body, "sha256").hexdigest()
+        return hmac.compare_digest(header.encode(), expected.encode())
+
+The answer decides: 2xx done; 408, 425, 429 and every 5xx, a redirect, a time-out or no
+connection: try again later (TempFail, retried through the queue with backoff); any
+other 4xx: refused for good (Reject, the message goes to failed/).  Redirects are not
+followed (they would turn the POST into a GET).  Only the standard library is used.  Copy this file into handlers/ to use it.
 """
 
 from mailserver import Reject, TempFail

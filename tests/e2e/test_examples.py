@@ -233,6 +233,13 @@ def test_webhook_posts_signed_json(config: Config, http_hook: Hook) -> None:
     assert headers["x-mailserver-queue-id"] == "0123456789ABC"
     data = json.loads(body)
     assert data["sender"] == "alice@example.net" and data["subject"] == "Report with an attachment ✓"
+    # the verifier snippet in the example's docstring runs as written
+    doc = example("webhook").__doc__
+    snippet = "\n".join(line[4:] for line in doc.split("in Python:\n\n", 1)[1].split("\n\n")[0].splitlines())
+    scope: dict = {}
+    exec(snippet, scope)
+    assert scope["verified"](b"s3cret", body, headers["x-mailserver-signature"])
+    assert not scope["verified"](b"s3cret", body + b" ", headers["x-mailserver-signature"])
     [attachment] = data["attachments"]
     assert attachment["filename"] == "report.csv" and attachment["size"] == 29
 
