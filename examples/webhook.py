@@ -25,7 +25,8 @@ body's bytes as they arrived (not a re-encoded JSON), e.g. in Python:
 The answer decides: 2xx done; 408, 425, 429 and every 5xx, a redirect, a time-out or no
 connection: try again later (TempFail, retried through the queue with backoff); any
 other 4xx: refused for good (Reject, the message goes to failed/).  Redirects are not
-followed (they would turn the POST into a GET).  Only the standard library is used.  Copy this file into handlers/ to use it.
+followed (they would turn the POST into a GET).  Only the standard library is used.
+Copy this file into handlers/ to use it.
 """
 
 from mailserver import Reject, TempFail
