@@ -7,6 +7,7 @@
     alarm.py       the one owner of SIGALRM: deadlines that nest
     smtp/          stages 1-2: the wire and the SMTP session (RFC 5321), every reply by name
     inetd.py       one connection in inetd mode: the stages wired together, in order
+    clients.py     per-client memory shared by all connections: rates, penalties ([limits])
     serve.py       fast mode: a warm master that forks one inetd-mode child per connection
     policy.py      what the session asks: recipient routes, DMARC reject, INLINE handlers
     spool.py       stage 3: incoming/ -> queue/ -> done/ | failed/; envelope.json, state.json

@@ -71,6 +71,12 @@ class CheckSettings(Settings):
     dns_timeout: float
 
 
+class LimitSettings(Settings):
+    rate: int
+    rate_window: float
+    pregreet: float
+
+
 class ServeSettings(Settings):
     max_connections: int
     max_per_source: int
@@ -101,6 +107,7 @@ class Config(Settings):
     checks: CheckSettings
     reply: ReplySettings
     serve: ServeSettings
+    limits: LimitSettings
     routes: tuple[tuple[str, str], ...]
     handler_config: dict[str, dict[str, str]]
 
@@ -144,6 +151,11 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dmarc_reject": ("bool", "no"),
         "dns_servers": ("servers", ""),
         "dns_timeout": ("timeout", "5"),
+    },
+    "limits": {
+        "rate": ("int", "0"),
+        "rate_window": ("timeout", "60"),
+        "pregreet": ("float", "0"),
     },
     "serve": {
         "max_connections": ("int", "50"),
@@ -282,6 +294,7 @@ def load(path: str) -> Config:
         checks=CheckSettings(**values["checks"]),  # type: ignore[arg-type]
         reply=ReplySettings(**reply),  # type: ignore[arg-type]
         serve=ServeSettings(**values["serve"]),  # type: ignore[arg-type]
+        limits=LimitSettings(**values["limits"]),  # type: ignore[arg-type]
         routes=tuple(routes),
         handler_config=handler_config,
     )

@@ -30,6 +30,7 @@ from .smtp.session import Client, Session
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # names for type checkers only; not imported at start-up
+    from .clients import ClientMemory
     from .delivery.router import Router
     from .policy import Policy
     from .spool import Incoming, Spool
@@ -108,6 +109,21 @@ def serve(config_path: str) -> int:
     log.setup(config.server.log, config.server.log_level)
     channel.write_timeout = config.server.command_timeout
     client = client_address(rfd)
+    memory = None
+    if config.limits.rate or config.limits.pregreet:
+        from .clients import ClientMemory
+
+        memory = ClientMemory(config.server.spool)
+        refusal = turned_away(config, memory, channel, client)
+        if refusal:
+            log.summary(
+                client=client.addr or "unknown", reply=refusal, duration=f"{time.monotonic() - started:.3f}"
+            )
+            try:
+                channel.write((refusal + "\r\n").encode())
+            except Exception:
+                pass
+            return EX_OK
     try:
         session, policy = build_session(config, channel, client)
         summary = session.run()
@@ -130,10 +146,46 @@ def serve(config_path: str) -> int:
         reply=" | ".join(summary.outcomes) or summary.reply,  # each message's final reply
         duration=f"{time.monotonic() - started:.3f}",
     )
+    if memory is not None and session.misbehaved:
+        memory.punish(client.addr, session.misbehaved)
     release_client(session.channel, channel)  # the TLS channel (if any) and the plain one
     if session.accepted:
         deliver_accepted(config, policy.router, policy.spool, session.accepted)
     return EX_OK
+
+
+def turned_away(config: Config, memory: ClientMemory, channel: Channel, client: Client) -> str:
+    """The reply that ends this connection before its session ("" to go on): a client
+    under a penalty or over `[limits] rate`, or one that talks before the banner."""
+    host = config.server.hostname
+    why = memory.penalty(client.addr)
+    if why:
+        return render("penalized", host=host).decode().strip()
+    count = memory.count_connection(client.addr, config.limits.rate_window)
+    if config.limits.rate and count > config.limits.rate:
+        return render("rate_limited", host=host).decode().strip()
+    if config.limits.pregreet and talks_first(channel, config.limits.pregreet):
+        memory.punish(client.addr, "talked before the greeting")
+        return render("pregreet", host=host).decode().strip()
+    return ""
+
+
+def talks_first(channel: Channel, seconds: float) -> bool:
+    """Silence for SECONDS before the banner (RFC 5321 4.3.1: the client waits for it);
+    True when the client sent something in that time."""
+    import select
+
+    poller = select.poll()
+    poller.register(channel.rfd, select.POLLIN)
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        if poller.poll(left * 1000):
+            early = channel.read_available(deadline)  # b"" when the client just hung up
+            channel.unread(early)
+            return bool(early)
 
 
 def build_session(config: Config, channel: Channel, client: Client) -> tuple[Session, Policy]:

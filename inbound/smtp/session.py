@@ -82,6 +82,7 @@ class Session:
         self.esmtp = False
         self.tx: Transaction | None = None
         self.errors = 0
+        self.misbehaved = ""  # why the client is to be remembered (too many errors, probing)
         self.refusals = 0  # recipients refused since the last one accepted
         self.commands = 0
         self.running = True
@@ -164,6 +165,7 @@ class Session:
         if code >= 500 and counted:
             self.errors += 1
             if self.errors >= ERROR_LIMIT:
+                self.misbehaved = "too many errors"
                 self.reply("too_many_errors", host=self.hostname)
                 self.running = False
         if code == 421:
@@ -288,6 +290,7 @@ class Session:
         self.send(render(decision.reply, **decision.fields), code_of(decision.reply), counted=False)
         self.refusals += 1
         if self.refusals >= PROBE_LIMIT and not self.tx.recipients:
+            self.misbehaved = "too many unknown recipients"
             self.reply("too_many_refused", host=self.hostname)
 
     def smtp_DATA(self, arg: str) -> None:
