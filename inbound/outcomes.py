@@ -22,8 +22,10 @@ class HandlerTimeout(BaseException):
     (the handler's own, or the Envelope's parse guards) can swallow it."""
 
 
-#: The statuses an Outcome can have; "unauthenticated" is a refusal by REQUIRE.
-STATUSES = ("done", "deferred", "failed")
+#: The statuses an Outcome can have; "unauthenticated" is a refusal by REQUIRE (failed/).
+STATUSES = ("done", "deferred", "failed", "unauthenticated")
+#: The statuses after which a handler is not run again.
+FINAL = ("done", "failed", "unauthenticated")
 
 
 class Outcome:

@@ -83,7 +83,7 @@ class Policy:
         if inline:
             outcomes = delivery.deliver(incoming.dir, inline_only=True)
             for outcome in outcomes.values():
-                if outcome.status == "failed":
+                if outcome.status in ("failed", "unauthenticated"):
                     return Decision("handler_refused", {"why": outcome.detail})
             for outcome in outcomes.values():
                 if outcome.status == "deferred":

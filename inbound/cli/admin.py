@@ -35,6 +35,13 @@ def check(config: Config) -> int:
                 f"(required by {handlers[name].path}): mail to {name}@ is deferred (451) until then",
                 file=sys.stderr,
             )
+    from ..delivery.router import require_problem, requirement
+
+    for name, handler in sorted(handlers.items()):
+        required = requirement(handler, config.settings_for(name))
+        problem = require_problem(list(required)) if required else ""
+        if problem:
+            problems.append(f"{config.path}: [handler.{name}] require: {problem}")
     problems += _environment_problems(config)
     for note in _notes(config):
         print(f"note: {note}", file=sys.stderr)

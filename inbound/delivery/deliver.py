@@ -22,9 +22,9 @@ import time
 
 from .. import log
 from ..config import Config
-from ..outcomes import Outcome
+from ..outcomes import FINAL, Outcome
 from ..spool import MESSAGE, Record, Spool, State
-from .router import POSTMASTER_TO_FAILED, Router
+from .router import POSTMASTER_TO_FAILED, Router, require_problem, requirement
 from .runner import program_environment, run_program, run_python
 
 TYPE_CHECKING = False
@@ -90,6 +90,14 @@ def handler_envelope(
         auth=auth,
         replier=send_reply,
     )
+
+
+def authenticated(auth: AuthResults | None, required: tuple[str, ...]) -> bool:
+    """One of REQUIRED ("dmarc=pass", "dkim=pass"...) holds in AUTH (no results: none does)."""
+    if auth is None:
+        return False
+    results = {name.split("_")[0].lower(): value for name, value in auth.environment().items()}
+    return any(results.get(method) == result for method, _, result in (r.partition("=") for r in required))
 
 
 class Delivery:
@@ -168,7 +176,7 @@ class Delivery:
         pending = [
             name
             for name in groups
-            if state.status(name) not in ("done", "failed") and (not inline_only or self._is_inline(name))
+            if state.status(name) not in FINAL and (not inline_only or self._is_inline(name))
         ]
         outcomes: dict[str, Outcome] = {}
         if not pending:
@@ -201,6 +209,13 @@ class Delivery:
             return Outcome("deferred", f"no handler named {name!r} in {self.config.handlers.dir}")
         if handler.error:
             return Outcome("deferred", handler.error)
+        required = requirement(handler, self.config.settings_for(name))
+        if required:
+            problem = require_problem(list(required))
+            if problem:
+                return Outcome("deferred", f"[handler.{name}] require: {problem}")
+            if not authenticated(auth, required):
+                return Outcome("unauthenticated", f"REQUIRE: none of {', '.join(required)} holds")
         env = handler_envelope(
             self.config, record, handler=name, recipients=recipients, folder=folder, state=state, auth=auth
         )

@@ -46,6 +46,7 @@ class Handler:
         self.addresses: tuple[str, ...] = ()
         self.inline = False
         self.required: tuple[str, ...] = ()  # REQUIRED_SETTINGS: [handler.NAME] keys it needs
+        self.require: tuple[str, ...] = ()  # REQUIRE: "dmarc=pass"...: it runs when one holds
         self.module: ModuleType | None = None
         self.error = ""  # why it cannot run: "FILE:LINE: message"
 
@@ -200,8 +201,38 @@ def load_python(name: str, path: str) -> Handler:
         handler.error = f"{path}:1: REQUIRED_SETTINGS must be a list of setting names"
         return handler
     handler.required = tuple(required)
+    require = getattr(module, "REQUIRE", ())
+    problem = require_problem(require)
+    if problem:
+        handler.error = f"{path}:1: REQUIRE: {problem}"
+        return handler
+    handler.require = tuple(r.strip().lower() for r in require)
     handler.module = module
     return handler
+
+
+REQUIRE_METHODS = ("spf", "dkim", "dmarc", "arc")
+REQUIRE_RESULTS = ("pass", "fail", "softfail", "neutral", "none", "temperror", "permerror", "policy")
+
+
+def require_problem(require: object) -> str:
+    """Why REQUIRE (a handler's list, or a program's parsed `require` setting) is not a
+    list of METHOD=RESULT authentication results; "" when it is."""
+    if isinstance(require, str) or not isinstance(require, (list, tuple)):
+        return 'expected a list like ["dmarc=pass", "dkim=pass"]'
+    for item in require:
+        method, _, result = str(item).strip().lower().partition("=")
+        if method not in REQUIRE_METHODS or result not in REQUIRE_RESULTS:
+            return f"{item!r} is not one of {'/'.join(REQUIRE_METHODS)}=RESULT"
+    return ""
+
+
+def requirement(handler: Handler, settings: dict[str, str]) -> tuple[str, ...]:
+    """What HANDLER requires: its REQUIRE, else its `[handler.NAME] require` setting."""
+    if handler.require:
+        return handler.require
+    text = settings.get("require", "")
+    return tuple(item.strip().lower() for item in text.split(",") if item.strip())
 
 
 def _line_in(path: str, error: BaseException) -> int:
