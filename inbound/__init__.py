@@ -8,6 +8,7 @@
     smtp/          stages 1-2: the wire and the SMTP session (RFC 5321), every reply by name
     inetd.py       one connection in inetd mode: the stages wired together, in order
     clients.py     per-client memory shared by all connections: rates, penalties ([limits])
+    dnsbl.py       DNS blocklists: is the client listed? (checked at connect)
     serve.py       fast mode: a warm master that forks one inetd-mode child per connection
     policy.py      what the session asks: recipient routes, DMARC reject, INLINE handlers
     spool.py       stage 3: incoming/ -> queue/ -> done/ | failed/; envelope.json, state.json

@@ -4,8 +4,9 @@ Every connection is a process of its own, so what they share is a small sqlite d
 under the spool (`<spool>/clients.sqlite`, WAL, a short busy timeout): the connections
 of each client address in the last `[limits] rate_window` seconds, and penalties of
 clients that misbehaved (talked before the banner, ran into too many errors or unknown
-recipients), each with the time it ends.  A client over its rate, or under a penalty,
-is answered `421 4.7.0` at connect, without a session (inetd.py asks).
+recipients), each with the time it ends, and recent DNS blocklist answers
+(dnsbl.py).  A client over its rate, or under a penalty, is answered `421 4.7.0` at
+connect, without a session (inetd.py asks).
 
 The store is bounded (old rows expire on every write; past MAX_ROWS the oldest go) and
 never stops mail: a locked database is skipped for this connection, a corrupt one is
@@ -34,6 +35,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS connections (addr TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS connections_addr ON connections (addr, at);
 CREATE TABLE IF NOT EXISTS penalties (addr TEXT PRIMARY KEY, until REAL NOT NULL, why TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dnsbl (addr TEXT PRIMARY KEY, until REAL NOT NULL, listed TEXT NOT NULL);
 """
 
 
@@ -130,6 +132,17 @@ class ClientMemory:
         self._run(
             "INSERT OR REPLACE INTO penalties VALUES (?, ?, ?)", (addr, self.now() + seconds, why[:200])
         )
+
+    def cached_dnsbl(self, addr: str) -> list[str] | None:
+        """The blocklist answers for ADDR remembered lately; None when there are none."""
+        rows = self._run("SELECT listed FROM dnsbl WHERE addr = ? AND until > ?", (addr, self.now()))
+        return str(rows[0][0]).split() if rows else None
+
+    def cache_dnsbl(self, addr: str, listed: list[str], seconds: float) -> None:
+        self._run(
+            "INSERT OR REPLACE INTO dnsbl VALUES (?, ?, ?)", (addr, self.now() + seconds, " ".join(listed))
+        )
+        self._run("DELETE FROM dnsbl WHERE until <= ?", (self.now(),))
 
     def _expire(self, now: float, window: float) -> None:
         self._run("DELETE FROM connections WHERE at <= ?", (now - max(window, 1.0),))

@@ -69,6 +69,8 @@ class CheckSettings(Settings):
     dmarc_reject: bool
     dns_servers: tuple[tuple[str, int], ...]
     dns_timeout: float
+    dnsbl: tuple[str, ...]
+    dnsbl_reject: bool
 
 
 class LimitSettings(Settings):
@@ -151,6 +153,8 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dmarc_reject": ("bool", "no"),
         "dns_servers": ("servers", ""),
         "dns_timeout": ("timeout", "5"),
+        "dnsbl": ("domains", ""),
+        "dnsbl_reject": ("bool", "yes"),
     },
     "limits": {
         "rate": ("int", "0"),

@@ -92,6 +92,7 @@ class Envelope:
         prefix: bytes = b"",
         auth: AuthResults | None = None,
         replier: Callable[..., bool] | None = None,
+        dnsbl: dict[str, str] | None = None,
     ) -> None:
         self.queue_id = queue_id
         self.sender = sender
@@ -109,6 +110,7 @@ class Envelope:
         self._path = message_path
         self._prefix = prefix
         self._replier = replier
+        self.dnsbl = dict(dnsbl or {})  # blocklist zone -> code, for a client they list
         self._headers: EmailMessage | None = None
         self._message: EmailMessage | None = None
         self._decoded: dict[tuple[str, str], object] = {}

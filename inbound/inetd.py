@@ -110,7 +110,7 @@ def serve(config_path: str) -> int:
     channel.write_timeout = config.server.command_timeout
     client = client_address(rfd)
     memory = None
-    if config.limits.rate or config.limits.pregreet:
+    if config.limits.rate or config.limits.pregreet or config.checks.dnsbl:
         from .clients import ClientMemory
 
         memory = ClientMemory(config.server.spool)
@@ -124,6 +124,10 @@ def serve(config_path: str) -> int:
             except Exception:
                 pass
             return EX_OK
+    if config.checks.dnsbl:
+        from .dnsbl import lookup
+
+        client.dnsbl = lookup(config, client.addr, memory)
     try:
         session, policy = build_session(config, channel, client)
         summary = session.run()
@@ -194,7 +198,7 @@ def build_session(config: Config, channel: Channel, client: Client) -> tuple[Ses
     from .spool import Spool
 
     spool = Spool(config.server.spool)
-    policy = Policy(config, Router(config), spool)
+    policy = Policy(config, Router(config), spool, client)
     start_tls = None
     if config.tls.certificate and channel.is_socket():
         from .smtp.tls import make_starttls

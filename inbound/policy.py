@@ -1,6 +1,8 @@
 """The Policy: what the SMTP session asks before it answers.
 
-Per recipient, the router's decision (our domain? a handler for it?); per message, just
+Per recipient, the DNS blocklists' word (a listed client gets 554 5.7.1 for everyone
+but postmaster@ when `dnsbl_reject`), then the router's decision (our domain? a handler
+for it?); per message, just
 before the final reply, the DMARC reject policy (`[checks] dmarc_reject`) and INLINE
 handlers.  Only in those two cases are the checks and handlers loaded before the 250;
 otherwise a session imports nothing beyond the router.
@@ -19,6 +21,8 @@ from .spool import Incoming, Record, Spool
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from .smtp.transaction import Client
 
 
 class Decision:
@@ -39,8 +43,9 @@ class Decision:
 class Policy:
     """The session's policy: route recipients; DMARC reject and INLINE handlers before the 250."""
 
-    def __init__(self, config: Config, router: Router, spool: Spool) -> None:
+    def __init__(self, config: Config, router: Router, spool: Spool, client: Client | None = None) -> None:
         self.config = config
+        self.client = client
         self.router = router
         self.spool = spool
         self.folder_logged = False
@@ -50,6 +55,12 @@ class Policy:
         return self.router.default_domain
 
     def decide_recipient(self, address: str, domain: str) -> Decision:
+        client = self.client
+        if client and client.dnsbl and self.config.checks.dnsbl_reject and self.router.is_ours(domain):
+            if address.rpartition("@")[0].lower() != "postmaster":  # RFC 5321 4.5.1: always
+                zone, _, code = client.dnsbl[0].partition("=")
+                fields = {"address": address, "client": client.addr, "zone": zone, "code": code}
+                return Decision("dnsbl_listed", fields)
         route = self.router.route(address)
         if route.accepted:
             return Decision("recipient_ok", route=route.handler)

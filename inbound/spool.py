@@ -111,6 +111,7 @@ class Record:
         self.tls = str(fields.get("tls", ""))
         self.received_at = float(fields.get("received_at", 0.0) or 0.0)
         self.size = int(fields.get("size", 0) or 0)
+        self.dnsbl = [str(item) for item in fields.get("dnsbl") or []]  # "zone=code" listings
 
     def groups(self) -> dict[str, list[str]]:
         """Recipient addresses by route (handler name), in order, each address once."""
@@ -126,6 +127,8 @@ class Record:
         data["recipients"] = [{"address": r.address, "route": r.route} for r in self.recipients]
         data["received_at"] = self.received_at
         data["size"] = self.size
+        if self.dnsbl:
+            data["dnsbl"] = self.dnsbl
         return data
 
     @classmethod

@@ -89,6 +89,7 @@ def handler_envelope(
         prefix=authres_prefix(state, config.server.hostname) if folder else b"",
         auth=auth,
         replier=send_reply,
+        dnsbl=dict(item.partition("=")[::2] for item in record.dnsbl),
     )
 
 

@@ -91,6 +91,9 @@ class Router:
                 self._handlers = {}
         return self._handlers
 
+    def is_ours(self, domain: str) -> bool:
+        return self.config.is_local_domain(domain)
+
     @property
     def default_domain(self) -> str:
         return self.config.server.domains[0]

@@ -83,6 +83,7 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "QUEUE_ID": envelope.queue_id,
         "HANDLER": envelope.handler,
         "AUTHENTICATION_RESULTS": authres,
+        "DNSBL": " ".join(envelope.dnsbl),
         "SPF_RESULT": "none",
         "DKIM_RESULT": "none",
         "DMARC_RESULT": "none",

@@ -61,6 +61,7 @@ REPLIES: dict[str, str] = {
     "chunk_ok": "250 2.0.0 {size} octets received",
     "queued": "250 2.0.0 OK queued as {queue_id}",
     "not_our_domain": "550 5.7.1 <{address}>: relay access denied, we do not serve {domain}",
+    "dnsbl_listed": "554 5.7.1 <{address}>: refused: your address {client} is listed by {zone} ({code})",
     "no_such_user": "550 5.1.1 <{address}>: no such user here",
     "handler_unavailable": "451 4.3.0 <{address}>: handler unavailable, try again later",
     "too_many_recipients": "452 4.5.3 Too many recipients",

@@ -42,6 +42,7 @@ class Client:
 
     def __init__(self, addr: str = "", port: str = "", host: str = "") -> None:
         self.addr, self.port, self.host = addr, port, host
+        self.dnsbl: list[str] = []  # "zone=code" of each blocklist listing it (dnsbl.py)
 
 
 class Summary:
@@ -114,6 +115,7 @@ class Transaction:
             remote_port=client.port,
             remote_host=client.host,
             tls=tls,
+            dnsbl=client.dnsbl,
         )
 
     def abort(self) -> None:

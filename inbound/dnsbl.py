@@ -1,0 +1,79 @@
+"""DNS blocklists (RFC 5782): is the client listed by a `[checks] dnsbl` zone?
+
+At connect, for each zone, the client's address is looked up reversed under the zone
+(192.0.2.10 -> 10.2.0.192.zen.spamhaus.org; IPv6 by nibbles), type A.  An answer in
+127.0.0.0/8 lists it, with that address as the code (127.0.0.2 ...); NXDOMAIN, no data,
+or a lookup that fails or times out does not (a broken blocklist must not stop mail:
+it is logged).  Answers of 127.255.255.0/24 are the lists' own error codes (Spamhaus:
+"queried through a public resolver") and list nobody.  Answers are cached in the
+client memory (clients.py) for CACHE_SECONDS when it is on.
+
+This module reports listings; the policy refuses (554 5.7.1 at RCPT, postmaster@
+excepted) when `[checks] dnsbl_reject = yes`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from . import log
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .clients import ClientMemory
+    from .config import Config
+
+CACHE_SECONDS = 3600.0
+
+
+def reversed_name(addr: str, zone: str) -> str | None:
+    """The name to look up for ADDR under ZONE; None for an address that is no IP."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        labels = list(reversed(str(ip).split(".")))
+    else:
+        labels = list(reversed(ip.exploded.replace(":", "")))
+    return ".".join(labels + [zone.strip(".")])
+
+
+def listed_code(values: list[str]) -> str:
+    """The listing code among A answers ("" when none lists): 127.0.0.0/8, not 127.255.255.x."""
+    for value in values:
+        if value.startswith("127.") and not value.startswith("127.255.255."):
+            return value
+    return ""
+
+
+def lookup(config: Config, addr: str, memory: ClientMemory | None = None) -> list[str]:
+    """The zones listing ADDR, each as "zone=code" (e.g. "zen.spamhaus.org=127.0.0.4")."""
+    zones = config.checks.dnsbl
+    if not zones or not addr:
+        return []
+    cached = memory.cached_dnsbl(addr) if memory is not None else None
+    if cached is not None:
+        return cached
+    from .checks.resolver import DNSError, Resolver
+
+    resolver = Resolver.from_settings(config.checks)
+    found = []
+    for zone in zones:
+        name = reversed_name(addr, zone)
+        if name is None:
+            return []
+        try:
+            code = listed_code([str(v) for v in resolver.resolve(name, "A")])
+        except DNSError as e:
+            log.warning("dnsbl %s: lookup of %s failed (%s): not counted as listed", zone, addr, e)
+            continue
+        if code:
+            found.append(f"{zone}={code}")
+    if memory is not None:
+        memory.cache_dnsbl(addr, found, CACHE_SECONDS)
+    if found:
+        log.info("client %s is listed: %s", addr, " ".join(found))
+    return found
