@@ -18,14 +18,16 @@ The rooms of this stage:
     headers.py    raw header scanning: fields, the From domain
     spf.py        SPF (RFC 7208) through pyspf
     dkim.py       DKIM (RFC 6376/8463) and ARC (RFC 8617) through dkimpy
-    dmarc.py      DMARC (RFC 7489), organisational domains, alignment
+    dmarc.py      DMARC (RFC 7489)
+    orgdomain.py  organisational domains and alignment (DMARC, the reply rules)
+    psl.py        the Public Suffix List, compact and cached under the spool
     resolver.py   the one DNS stub all of them use
 
 Every DNS lookup of every check goes through one `resolver.Resolver` built from
 `[checks] dns_servers` and `dns_timeout` (or one passed in).  No exception leaves
 `authenticate()`: library and DNS errors become temperror/permerror/fail as each RFC says.
 
-Heavy libraries (dkim, spf, dnspython, publicsuffixlist) are imported inside the
+Heavy libraries (dkim, spf, dnspython) are imported inside the
 functions that use them, so reading stored results (`from_dict`) stays cheap.  This stage
 does not write the Authentication-Results field into the message, sign anything, or
 refuse mail.

@@ -35,6 +35,14 @@ if TYPE_CHECKING:
     from ..envelope import Envelope
 
 
+def use_spool_caches(spool_root: str) -> None:
+    """Caches built once for every process live under the spool: the Public Suffix List's
+    (checks.orgdomain, read by DMARC and the reply rules)."""
+    from ..checks.orgdomain import use_cache_dir
+
+    use_cache_dir(os.path.join(spool_root, "cache"))
+
+
 def send_reply(envelope: Envelope, body: str, **options: Any) -> bool:
     """The replier handed to every Envelope: autoreply, imported on the first reply only."""
     from ..autoreply import send_reply as autoreply_send
@@ -73,6 +81,7 @@ def handler_envelope(
     """The Envelope of one handler's run: RECIPIENTS of RECORD, the message in FOLDER."""
     from ..envelope import Envelope
 
+    use_spool_caches(config.server.spool)
     state = state or State()
     return Envelope(
         queue_id=record.queue_id,
@@ -98,6 +107,7 @@ class Delivery:
         self.router = router
         self.spool = spool
         self.clock = clock
+        use_spool_caches(spool.root)
 
     # -- checks -------------------------------------------------------------
     def authenticate(self, folder: str, record: Record, state: State) -> AuthResults | None:
