@@ -133,10 +133,8 @@ class Delivery:
         if enabled:
             from ..checks import authenticate
 
-            with open(path, "rb") as f:
-                data = f.read()
             results = authenticate(
-                data,
+                path,
                 client_ip=record.remote_addr,
                 helo=record.helo,
                 mail_from=record.sender,
@@ -144,6 +142,8 @@ class Delivery:
                 authserv_id=hostname,
             )
             state.auth = results.to_dict()
+            if results.dns_budget:
+                log.warning("%s: checks stopped: DNS budget spent (%s)", record.queue_id, results.dns_budget)
         state.authres = results.header_value(hostname) if results else f"{hostname}; none"
         state.save(folder)
         return results
