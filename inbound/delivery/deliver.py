@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from ..envelope import Envelope
 
 
+#: Queue ids whose checks ran in this process.
+_checked_here: set[str] = set()
+
+
 def use_spool_caches(spool_root: str) -> None:
     """Caches built once for every process live under the spool: the Public Suffix List's
     (checks.orgdomain, read by DMARC and the reply rules)."""
@@ -121,7 +125,9 @@ class Delivery:
         if not enabled and state.authres:
             return None
         stored = stored_auth(state)
-        if stored is not None and not stored.temporary:  # a temperror is asked again next time
+        # A temperror is asked again at the next try, not a second time by the process that
+        # just asked (checks before the 250, then the handlers): one DNS budget a message.
+        if stored is not None and (not stored.temporary or record.queue_id in _checked_here):
             return stored
         hostname = self.config.server.hostname
         path = os.path.join(folder, MESSAGE)
@@ -142,6 +148,7 @@ class Delivery:
                 authserv_id=hostname,
             )
             state.auth = results.to_dict()
+            _checked_here.add(record.queue_id)
             if results.dns_budget:
                 log.warning("%s: checks stopped: DNS budget spent (%s)", record.queue_id, results.dns_budget)
         state.authres = results.header_value(hostname) if results else f"{hostname}; none"
