@@ -152,7 +152,7 @@ class Delivery:
             if results.dns_budget:
                 log.warning("%s: checks stopped: DNS budget spent (%s)", record.queue_id, results.dns_budget)
         state.authres = results.header_value(hostname) if results else f"{hostname}; none"
-        state.save(folder)
+        state.save(folder, durable=False)  # lost in a crash, the checks run again: no fsync
         return results
 
     def checks(self, folder: str, record: Record, state: State) -> AuthResults | None:
