@@ -148,16 +148,19 @@ def run_program(
     reader = threading.Thread(target=_drain, args=(proc.stdout, output), daemon=True)
     feeder.start()
     reader.start()
-    try:
-        status = proc.wait(timeout=timeout or None)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    # Popen.wait(timeout) polls with sleeps of up to 50 ms: a thread blocked in waitpid()
+    # and a join with the timeout notice the exit at once.
+    waiter = threading.Thread(target=proc.wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout or None)
+    timed_out = waiter.is_alive()
+    if timed_out:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        status = proc.wait()
+        waiter.join()
+    status = proc.wait()
     try:  # whatever the program left running in its group (`sleep &`) goes with it
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
