@@ -10,9 +10,7 @@ This module does not open sockets, create folders or import handlers.
 
 from __future__ import annotations
 
-import configparser
 import os
-import re
 
 TYPE_CHECKING = False  # dataclasses/typing cost start-up time; names for type checkers only
 if TYPE_CHECKING:
@@ -155,7 +153,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\.?")
+_HOSTNAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\.?"
 
 BOOLEANS = {
     "yes": True,
@@ -178,7 +176,27 @@ def default_path() -> str:
 
 
 def load(path: str) -> Config:
+    """Read and validate PATH, or take it from the compiled cache when the cache holds this
+    very file (see `cached()`); raise ConfigError (one line) on any problem."""
+    path = os.path.abspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return parse(path)  # which says what is wrong
+    cache = _cache_path(path, data)
+    config = cached(cache, path, data) if cache else None
+    if config is None:
+        config = parse(path)
+        if cache:
+            _save(cache, path, data, config)
+    return config
+
+
+def parse(path: str) -> Config:
     """Read and validate PATH; raise ConfigError (one line) on any problem."""
+    import configparser
+
     path = os.path.abspath(path)
     parser = configparser.ConfigParser(
         interpolation=None,
@@ -249,6 +267,8 @@ def load(path: str) -> Config:
 
 
 def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) -> object:
+    import re
+
     raw = raw.strip()
 
     def bad(what: str) -> ConfigError:
@@ -276,13 +296,13 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
             raise bad("expected a port number 1-65535")
         return number
     if kind == "hostname":
-        if raw and not _HOSTNAME.fullmatch(raw):
+        if raw and not re.fullmatch(_HOSTNAME, raw):
             raise bad("expected a host name (letters, digits, dots, hyphens)")
         return raw
     if kind == "domains":
         domains = tuple(item.strip() for item in raw.split(",") if item.strip())
         for domain in domains:
-            if not _HOSTNAME.fullmatch(domain):
+            if not re.fullmatch(_HOSTNAME, domain):
                 raise bad("expected domain names separated by commas")
         return domains
     if kind == "bool":
@@ -310,3 +330,103 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
             servers.append((host, int(port)))
         return tuple(servers)
     raise AssertionError(kind)
+
+
+# -- the compiled cache -------------------------------------------------------------------
+# configparser and the validation cost every connection ~3 ms; a connection whose config
+# file has not changed reads the validated settings back with marshal instead.  The cache
+# lives in the spool (`<spool>/cache/config.marshal`, the spool as a plain scan of the file
+# finds `[server] spool`; where the scan is wrong the cache is only never found), holds the
+# file's whole content and is used only for that very content and this very config.py.  A
+# cache not owned by us, or writable by others, is ignored; one that cannot be written is
+# not.  A config without `[server] hostname` is not cached (the FQDN is asked each time).
+CACHE_FORMAT = 1
+
+
+def _scan(data: bytes) -> dict[str, str]:
+    """`[server]` keys of DATA, read by a plain line scan (no configparser)."""
+    found: dict[str, str] = {}
+    section = ""
+    for raw in data.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;" or raw[:1] in (" ", "\t"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        if section != "server":
+            continue
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if cut > 0:
+            value = line[cut + 1 :]
+            for prefix in (" ;", " #", "\t;", "\t#"):
+                value = value.split(prefix, 1)[0]
+            found.setdefault(line[:cut].strip().lower(), value.strip())
+    return found
+
+
+def _cache_path(path: str, data: bytes) -> str:
+    """Where the cache of the config file PATH (content DATA) lives; "" for none."""
+    server = _scan(data)
+    if not server.get("hostname"):
+        return ""
+    spool = os.path.join(os.path.dirname(path), server.get("spool") or SCHEMA["server"]["spool"][1])
+    return os.path.join(os.path.normpath(spool), "cache", "config.marshal")
+
+
+def _code() -> tuple[int, int]:
+    st = os.stat(__file__)
+    return st.st_size, st.st_mtime_ns
+
+
+def cached(cache: str, path: str, data: bytes) -> Config | None:
+    """The Config kept in CACHE for the file PATH with content DATA, or None."""
+    import marshal
+
+    try:
+        with open(cache, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None
+            kept = marshal.loads(f.read())
+        if kept[:4] != (CACHE_FORMAT, _code(), path, data):
+            return None
+        return Config(**{name: _thawed(value) for name, value in kept[4].items()})
+    except Exception:  # missing, unreadable, not ours, of another version: parse instead
+        return None
+
+
+def _save(cache: str, path: str, data: bytes, config: Config) -> None:
+    import marshal
+
+    frozen = {name: _frozen(value) for name, value in vars(config).items()}
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        try:
+            os.mkdir(os.path.dirname(cache), 0o750)  # in the spool, which is not made here
+        except FileExistsError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold secrets
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps((CACHE_FORMAT, _code(), path, data, frozen)))
+        os.replace(tmp, cache)
+    except (OSError, ValueError):  # no spool yet, read-only, unmarshallable: no cache
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _frozen(value: object) -> object:
+    if isinstance(value, Settings):
+        return ("\x00settings", type(value).__name__, dict(vars(value)))
+    return value
+
+
+def _thawed(value: object) -> object:
+    if isinstance(value, tuple) and len(value) == 3 and value[0] == "\x00settings":
+        kind = globals()[value[1]]
+        if not (isinstance(kind, type) and issubclass(kind, Settings)):
+            raise TypeError(value[1])
+        return kind(**value[2])
+    return value
