@@ -14,8 +14,10 @@ dnspython costs ~70 ms per process to import (`dns._features` loads
 the import only, `import_spf()` lets pyspf's probe find a placeholder module (with the
 `SPF` type it checks for), and `import_dkim()` makes dkimpy's probes fail as if no DNS
 package were installed (`sys.modules[name] = None`, the import system's "not
-importable").  The entries are taken out afterwards, so anyone importing dnspython later
-in the process gets the real one.  Nothing in either library is patched.
+importable").  pyspf also imports `email.message` for one function we never call: it
+gets a stand-in whose Message makes the real one when first used.  The entries are taken
+out afterwards, so anyone importing dnspython or the email package later in the process
+gets the real one.  Nothing in either library is patched.
 
 The consequence for others in the process: `dkim.verify()` without `dnsfunc=` raises
 RuntimeError (pass one), and pyspf asks the system's servers through our resolver.  When
@@ -54,6 +56,17 @@ def _dnspython_loaded() -> bool:
     return "dns.resolver" in sys.modules
 
 
+class _Message:
+    """What pyspf gets as `email.message.Message`: making one makes the real one, so its
+    `parse_header_spf()` (the one user) works as ever, and a session that never calls it
+    does not import the email package (email.message and email.utils, ~4 ms)."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        from email.message import Message
+
+        return Message(*args, **kwargs)
+
+
 def import_spf(lookup: Callable[..., Any]) -> ModuleType:
     """pyspf, with its module-level DNSLookup set to LOOKUP."""
     if "spf" in sys.modules or _dnspython_loaded():
@@ -63,7 +76,12 @@ def import_spf(lookup: Callable[..., Any]) -> ModuleType:
 
         placeholder = types.ModuleType("dns", "a stand-in: pyspf's import-time probe only")
         placeholder.rdatatype = types.SimpleNamespace(SPF=99)  # type: ignore[attr-defined]
-        spf = _importing("spf", dict.fromkeys(("dns", "dns.resolver", "dns.exception"), placeholder))
+        entries: dict[str, Any] = dict.fromkeys(("dns", "dns.resolver", "dns.exception"), placeholder)
+        if "email.message" not in sys.modules:
+            message = types.ModuleType("email.message", "a stand-in: the real one on first use")
+            message.Message = _Message  # type: ignore[attr-defined]
+            entries["email.message"] = message
+        spf = _importing("spf", entries)
     if spf.DNSLookup is not lookup:
         spf.DNSLookup = lookup
     return spf
