@@ -34,11 +34,16 @@ if TYPE_CHECKING:
 
 OUTPUT_LIMIT = 64 * 1024
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: A Python handler ran in this process (mailserver.py then ends it with the full teardown).
+python_ran = False
 
 
 def run_python(handler: Handler, envelope: Envelope, timeout: float) -> Outcome:
     """Call the handler's handle(envelope) under the handler timeout; never raises."""
+    global python_ran
     from ..alarm import deadline
+
+    python_ran = True
 
     assert handler.module is not None
     try:
