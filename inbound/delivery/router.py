@@ -21,7 +21,6 @@ The router neither runs handlers nor writes to the client.
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.machinery
 import os
 import sys
@@ -89,11 +88,11 @@ class Router:
         address = f"{local}@{domain.lower().rstrip('.')}"
         lowered = address.lower()
         for pattern, name in self.config.routes:
-            if fnmatch.fnmatchcase(lowered, pattern):
+            if matches(lowered, pattern):
                 return self._to(address, name, f"[routes] {pattern}")
         for name, handler in sorted(self.handlers.items()):
             for pattern in handler.addresses:
-                if fnmatch.fnmatchcase(lowered, pattern.lower()):
+                if matches(lowered, pattern.lower()):
                     return self._to(address, name, f"{name} ADDRESSES {pattern}")
         base = local.split("+", 1)[0].lower()
         if base in self.handlers:
@@ -110,6 +109,28 @@ class Router:
         if handler is None or handler.error:
             return Route(address, handler=name, refusal="handler_unavailable", via=via)
         return Route(address, handler=name, via=via)
+
+
+def matches(address: str, pattern: str) -> bool:
+    """fnmatch.fnmatchcase(ADDRESS, PATTERN): `*` and `?` matched here, a pattern with a
+    `[set]` by fnmatch itself (it compiles a regular expression: `re` costs ~5 ms)."""
+    if "[" in pattern:
+        import fnmatch
+
+        return fnmatch.fnmatchcase(address, pattern)
+    t = p = 0
+    star, mark = -1, 0
+    while t < len(address):
+        if p < len(pattern) and pattern[p] in ("?", address[t]):
+            t, p = t + 1, p + 1
+        elif p < len(pattern) and pattern[p] == "*":
+            star, mark, p = p, t, p + 1
+        elif star >= 0:  # let the last * take one character more
+            p, mark = star + 1, mark + 1
+            t = mark
+        else:
+            return False
+    return pattern[p:].strip("*") == ""
 
 
 def discover(folder: str, problems: list[str]) -> dict[str, Handler]:

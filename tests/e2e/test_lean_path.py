@@ -1,6 +1,6 @@
 """What each inetd-mode process pays, asserted on real processes (issue 10): a refused
-session imports none of the check stack nor configparser (the config comes from its
-compiled cache); a checked session imports neither dnspython nor publicsuffixlist, nor
+session imports none of the check stack, nor configparser (the config comes from its
+compiled cache), nor even `re`; a checked session imports neither dnspython nor publicsuffixlist, nor
 dataclasses/inspect, and dkimpy only for a signed message; the Public Suffix List is
 built once, into the spool, never per connection.
 """
@@ -73,6 +73,7 @@ def test_a_refused_session_imports_no_check_stack_and_no_configparser(server: Se
     heavy = ["configparser", "inbound.checks", "inbound.envelope", "inbound.delivery.deliver", "email"]
     heavy += ["dkim", "spf", "dns", "nacl", "publicsuffixlist", "json", "subprocess", "ssl", "socket"]
     heavy += ["dataclasses", "inspect", "typing", "importlib.util", "importlib.metadata", "asyncio"]
+    heavy += ["re", "fnmatch", "enum", "collections", "functools"]
     assert [m for m in heavy if m in modules] == []
 
 
