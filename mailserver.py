@@ -54,5 +54,21 @@ def main(argv: "list[str] | None" = None) -> int:
     return cli_main(sys.argv[1:] if argv is None else argv)
 
 
+def _leave(status: int) -> None:
+    """End the process with STATUS.  It is a one-shot process, so the interpreter's teardown
+    (every module and object freed: ~3 ms on a refused session, ~15 ms with the check stack)
+    is skipped, stdout and stderr flushed first; unless a Python handler ran in it, whose
+    open files that teardown may still have to flush and close."""
+    runner = sys.modules.get("inbound.delivery.runner")
+    if getattr(runner, "python_ran", False):
+        sys.exit(status)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _leave(main())

@@ -28,8 +28,9 @@ arc = no
 """
 
 
-def server_folder() -> str:
-    """A server folder whose handlers are the shipped ones plus `sink` (reads and discards)."""
+def server_folder(config: str = CONFIG, sink: str = "#!/bin/sh\nexec cat > /dev/null\n") -> str:
+    """A server folder with CONFIG, whose handlers are the shipped ones plus `sink` (a
+    program; by default it reads the message and discards it)."""
     root = tempfile.mkdtemp(prefix="mailserver-bench-")
     shutil.copytree(
         os.path.join(ROOT, "handlers"),
@@ -37,11 +38,11 @@ def server_folder() -> str:
         ignore=shutil.ignore_patterns("__pycache__"),
     )
     with open(os.path.join(root, "config.ini"), "w") as f:
-        f.write(CONFIG)
-    sink = os.path.join(root, "handlers", "sink")
-    with open(sink, "w") as f:
-        f.write("#!/bin/sh\nexec cat > /dev/null\n")
-    os.chmod(sink, 0o755)
+        f.write(config)
+    path = os.path.join(root, "handlers", "sink")
+    with open(path, "w") as f:
+        f.write(sink)
+    os.chmod(path, 0o755)
     return root
 
 

@@ -1,12 +1,23 @@
 #!/usr/bin/env python3
-"""Peak RSS of one mailserver.py process receiving a large message over a pipe.
+"""Peak RSS of a mailserver.py process receiving a large message over a pipe.
 
 Streams a SIZE-MB message (default 50) through SMTP on the server's stdin, the whole
-session including the handler run, and prints the process's peak RSS (wait4's
-ru_maxrss of that process) next to `python3 -I -S -c pass` and min_smtpd.py measured the
-same way.  Issue 2 asks for < 40 MB at 50 MB.
+session including the checks and the handler run, and prints the peak RSS next to
+`python3 -I -S -c pass` and min_smtpd.py measured the same way:
 
-usage: bench/memory.py [SIZE_MB]
+  plain    an unsigned message, checks off (the receiving path)
+  checked  the message DKIM-signed (rsa-sha256, relaxed/relaxed), SPF, DKIM, DMARC and ARC
+           on against a DNS server on 127.0.0.1 (tests/dns_server.py, in a child process)
+
+Two figures per run: `rss` is wait4's ru_maxrss, the largest peak of any one process of
+the tree (the server or its handler); `tree` is the largest sum of VmRSS over the server
+and its descendants, sampled every millisecond while it runs.  This process stays small
+(the DNS server and the signing run in child processes): Linux carries a parent's RSS
+into a forked child's ru_maxrss.  Issue 10 asks for <= 64 MB for the checked 50 MB
+message (stretch: 40 MB).  With `--against DIR` the checked session also runs with
+another checkout's mailserver.py.
+
+usage: bench/memory.py [SIZE_MB] [--against DIR]
 """
 
 from __future__ import annotations
@@ -18,61 +29,176 @@ import sys
 import threading
 import time
 
-from _common import PYTHON, ROOT, server_argv, server_folder
+from _common import MAILSERVER, PYTHON, ROOT, server_folder
 
 LINE = b"x" * 76 + b"\r\n"
+CLIENT = "192.0.2.10"
+HEAD = (
+    b"EHLO mail.sender.example\r\nMAIL FROM:<alice@sender.example>\r\nRCPT TO:<sink@example.org>\r\nDATA\r\n"
+)
+SIGN = """
+import sys
+import dkim
+size, path, key = int(sys.argv[1]), sys.argv[2], open(sys.argv[3], "rb").read()
+head = (b"From: Alice <alice@sender.example>\\r\\nTo: sink@example.org\\r\\nSubject: big\\r\\n"
+        b"Message-ID: <big@sender.example>\\r\\n\\r\\n")
+line = b"x" * 76 + b"\\r\\n"
+message = head + line * (size // len(line))
+signature = dkim.sign(message, b"sel", b"sender.example", key, canonicalize=(b"relaxed", b"relaxed"),
+                      include_headers=[b"from", b"to", b"subject"])
+with open(path, "wb") as f:
+    f.write(signature + message)
+"""
+DNS = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from dns_server import DNSTestServer
+public = open(sys.argv[2]).read().strip()
+server = DNSTestServer()
+server.serve({
+    "sender.example": [{"TXT": "v=spf1 ip4:192.0.2.10 -all"}],
+    "sel._domainkey.sender.example": [{"TXT": "v=DKIM1; k=rsa; p=" + public}],
+    "_dmarc.sender.example": [{"TXT": "v=DMARC1; p=reject"}],
+})
+print(server.port, flush=True)
+sys.stdin.read()
+"""
+# The handler keeps what it saw (a shell builtin: no process) and reads the message.
+SINK = '#!/bin/sh\necho "$AUTHENTICATION_RESULTS" > "$(dirname "$0")/../authres"\nexec cat > /dev/null\n'
+CHECKED = """\
+[server]
+hostname = bench.example
+domains = example.org
+spool = spool
+log = server.log
+max_message_size = 104857600
+[handlers]
+dir = handlers
+[checks]
+dns_servers = 127.0.0.1:{port}
+dns_timeout = 2
+"""
 
 
-def feed(pipe, size: int, dialogue_head: bytes) -> None:  # type: ignore[no-untyped-def]
-    pipe.write(dialogue_head)
-    sent, block = 0, LINE * 1000
-    while sent < size:
-        pipe.write(block)
-        sent += len(block)
-    pipe.write(b".\r\nQUIT\r\n")
-    pipe.close()
+def feed(pipe, head: bytes, body: str | int) -> None:  # type: ignore[no-untyped-def]
+    """HEAD, then the message (a file's content, or SIZE octets of lines), then the end."""
+    try:
+        pipe.write(head)
+        if isinstance(body, str):
+            with open(body, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    pipe.write(chunk)
+        elif body:
+            sent, block = 0, LINE * 1000
+            pipe.write(b"Subject: big\r\n\r\n")
+            while sent < body:
+                pipe.write(block)
+                sent += len(block)
+        if head:
+            pipe.write(b".\r\nQUIT\r\n")
+        pipe.close()
+    except BrokenPipeError:
+        pass
 
 
-def peak_rss_kb(argv: list[str], size: int, head: bytes) -> tuple[int, float, bytes]:
-    """Run ARGV with the message on stdin; its own peak RSS (wait4), seconds, stdout."""
+def tree_rss_kb(pid: int) -> int:
+    """The sum of VmRSS over PID and its descendants (0 when gone)."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            with open(f"/proc/{current}/status") as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+            with open(f"/proc/{current}/task/{current}/children") as f:
+                todo += [int(child) for child in f.read().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def measure(argv: list[str], head: bytes, body: str | int) -> tuple[int, int, float, bytes]:
+    """Run ARGV with the session on stdin: (ru_maxrss kB, sampled tree peak kB, s, stdout)."""
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"REMOTE_ADDR": "192.0.2.1"}
-    )
-    writer = threading.Thread(target=feed, args=(proc.stdin, size, head))
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env={"REMOTE_ADDR": CLIENT})
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss_kb(proc.pid))
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    writer = threading.Thread(target=feed, args=(proc.stdin, head, body))
+    sampler.start()
     writer.start()
     out = proc.stdout.read()  # type: ignore[union-attr]
     _, _, usage = os.wait4(proc.pid, 0)
     proc.returncode = 0
+    done.set()
     writer.join()
-    return usage.ru_maxrss, time.perf_counter() - started, out
+    sampler.join()
+    return usage.ru_maxrss, peak[0], time.perf_counter() - started, out
 
 
 def main() -> int:
-    size_mb = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    args = sys.argv[1:]
+    against = ""
+    if "--against" in args:
+        at = args.index("--against")
+        against = os.path.abspath(args[at + 1])
+        del args[at : at + 2]
+    size_mb = int(args[0]) if args else 50
     size = size_mb * 1024 * 1024
-    root = server_folder()
-    head = (
-        b"EHLO bench.example\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<sink@example.org>\r\nDATA\r\n"
-        b"Subject: big\r\n\r\n"
+    keys = os.path.join(ROOT, "tests", "data", "dkim")
+    dns = subprocess.Popen(
+        [PYTHON, "-c", DNS, os.path.join(ROOT, "tests"), os.path.join(keys, "test-rsa2048.pub.b64")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
     )
+    port = int(dns.stdout.readline())  # type: ignore[union-attr]
+    plain = server_folder()
+    checked = server_folder(CHECKED.format(port=port), SINK)
     try:
-        floor, _, _ = peak_rss_kb([PYTHON, "-I", "-S", "-c", "pass"], 0, b"")
-        maildir = os.path.join(root, "Maildir")
-        ref, ref_s, _ = peak_rss_kb(
-            [PYTHON, "-I", "-S", os.path.join(ROOT, "bench", "min_smtpd.py"), maildir], size, head
-        )
-        ours, ours_s, out = peak_rss_kb(server_argv(root), size, head)
-        accepted = b"250 2.0.0 OK queued" in out
-        print(f"message: {size_mb} MB over a pipe")
-        print(f"python3 -I -S -c pass:       peak RSS {floor / 1024:6.1f} MB")
-        print(f"min_smtpd.py (floor):        peak RSS {ref / 1024:6.1f} MB  {ref_s:5.2f} s")
-        ratio = ours / max(ref, 1)
-        print(f"mailserver.py:               peak RSS {ours / 1024:6.1f} MB  {ours_s:5.2f} s  ({ratio:.2f}x)")
-        print(f"accepted: {accepted}")
-        return 0 if accepted else 1
+        signed = os.path.join(checked, "signed.eml")
+        key = os.path.join(keys, "test-rsa2048.pem")
+        subprocess.run([PYTHON, "-c", SIGN, str(size), signed, key], check=True)
+        fast = [PYTHON, "-I", "-S"]
+        reference = [*fast, os.path.join(ROOT, "bench", "min_smtpd.py"), os.path.join(plain, "Maildir")]
+        rows = [
+            ("python3 -I -S -c pass", [*fast, "-c", "pass"], b"", 0),
+            ("min_smtpd.py, plain", reference, HEAD, size),
+            ("mailserver.py, plain", [*fast, MAILSERVER, "--config", f"{plain}/config.ini"], HEAD, size),
+            (
+                "mailserver.py, checked",
+                [*fast, MAILSERVER, "--config", f"{checked}/config.ini"],
+                HEAD,
+                signed,
+            ),
+        ]
+        if against:
+            theirs = os.path.join(against, "mailserver.py")
+            rows.append(
+                ("against, checked", [*fast, theirs, "--config", f"{checked}/config.ini"], HEAD, signed)
+            )
+        print(f"message: {size_mb} MB over a pipe; rss = largest process (wait4), tree = sampled sum")
+        ok = True
+        for name, argv, head, body in rows:
+            rss, tree, seconds, out = measure(argv, head, body)
+            accepted = not head or b"250 2.0.0" in out
+            ok = ok and accepted
+            note = "" if accepted else "   NOT ACCEPTED"
+            print(f"{name:24} rss {rss / 1024:6.1f} MB   tree {tree / 1024:6.1f} MB   {seconds:5.2f} s{note}")
+        with open(os.path.join(checked, "authres")) as f:
+            authres = f.read().strip()
+        print(f"the checked handler saw: {authres}")
+        passed = all(f"{method}=pass" in authres for method in ("spf", "dkim", "dmarc"))
+        return 0 if ok and passed else 1
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        dns.stdin.close()  # type: ignore[union-attr]
+        dns.wait()
+        shutil.rmtree(plain, ignore_errors=True)
+        shutil.rmtree(checked, ignore_errors=True)
 
 
 if __name__ == "__main__":

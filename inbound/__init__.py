@@ -1,6 +1,7 @@
 """inbound: the internals of mailserver, one stage per room, data flowing one way.
 
-    config.py      config.ini -> typed read-only settings
+    settings.py    the settings' classes and SCHEMA: every key of config.ini, its default
+    config.py      config.ini -> those settings, validated (and a compiled cache of them)
     log.py         syslog or a file, the one summary line, exception() for the unexpected
     exits.py       the one sysexits table (commands, handler programs, sendmail)
     outcomes.py    Outcome, TempFail, Reject, HandlerTimeout: what a handler run can come to

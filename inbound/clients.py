@@ -115,15 +115,19 @@ class ClientMemory:
         return str(rows[0][0]) if rows else ""
 
     def count_connection(self, addr: str, window: float) -> int:
-        """Record a connection of ADDR now; how many it made in the last WINDOW seconds."""
+        """Record a connection of ADDR now; how many it made in the last WINDOW seconds
+        (counted and recorded in one transaction: parallel connections count exactly)."""
         if not addr:
             return 0
         now = self.now()
-        if self._run("INSERT INTO connections VALUES (?, ?)", (addr, now)) is None:
+        if self._run("BEGIN IMMEDIATE") is None:
+            return 0
+        rows = self._run("SELECT count(*) FROM connections WHERE addr = ? AND at > ?", (addr, now - window))
+        self._run("INSERT INTO connections VALUES (?, ?)", (addr, now))
+        if self._run("COMMIT") is None:
             return 0
         self._expire(now, window)
-        rows = self._run("SELECT count(*) FROM connections WHERE addr = ? AND at > ?", (addr, now - window))
-        return int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+        return int(rows[0][0]) + 1 if rows else 0  # type: ignore[call-overload]
 
     def punish(self, addr: str, why: str, seconds: float = PENALTY_SECONDS) -> None:
         """Turn ADDR away at connect for SECONDS, saying WHY in the log."""

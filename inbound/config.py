@@ -1,6 +1,6 @@
-"""Load and validate config.ini into typed, read-only settings.
+"""Load and validate config.ini into typed, read-only settings (settings.py).
 
-Every key of SPEC §4 is known here with its type and default; an unknown section or
+Every key of SPEC §4 is known with its type and default; an unknown section or
 key, or a value of the wrong type, raises ConfigError whose message is one line naming
 the file, the section and the key.  Relative paths (spool, handlers dir, outbox, log,
 TLS files, DKIM key) are made absolute against the config file's folder.
@@ -10,180 +10,29 @@ This module does not open sockets, create folders or import handlers.
 
 from __future__ import annotations
 
-import configparser
 import os
-import re
+
+from .settings import (  # noqa: F401  (re-exported: callers import them from here)
+    SCHEMA,
+    CheckSettings,
+    Config,
+    ConfigError,
+    HandlerSettings,
+    LimitSettings,
+    ReplySettings,
+    ServerSettings,
+    ServeSettings,
+    Settings,
+    TLSSettings,
+    canonical_domain,
+)
 
 TYPE_CHECKING = False  # dataclasses/typing cost start-up time; names for type checkers only
 if TYPE_CHECKING:
-    from typing import Any
+    import configparser
 
 
-class ConfigError(Exception):
-    """A config problem, its message a single line: 'FILE: [section] key: what is wrong'."""
-
-
-class Settings:
-    """Read-only settings of one section, attributes from keyword arguments."""
-
-    def __init__(self, **values: Any) -> None:
-        self.__dict__.update(values)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"settings are read-only: {name}")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.__dict__!r})"
-
-
-class ServerSettings(Settings):
-    hostname: str
-    domains: tuple[str, ...]
-    max_message_size: int
-    max_recipients: int
-    command_timeout: float
-    data_timeout: float
-    spool: str
-    log: str
-    log_level: str
-
-
-class TLSSettings(Settings):
-    certificate: str
-    key: str
-
-
-class HandlerSettings(Settings):
-    dir: str
-    timeout: float
-    retry_for: float
-    keep_done: float
-    catchall: str
-
-
-class CheckSettings(Settings):
-    spf: bool
-    dkim: bool
-    dmarc: bool
-    arc: bool
-    dmarc_reject: bool
-    dns_servers: tuple[tuple[str, int], ...]
-    dns_timeout: float
-    dnsbl: tuple[str, ...]
-    dnsbl_reject: bool
-
-
-class LimitSettings(Settings):
-    rate: int
-    rate_window: float
-    pregreet: float
-
-
-class ServeSettings(Settings):
-    max_connections: int
-    max_per_source: int
-    idle_exit: float
-
-
-class ReplySettings(Settings):
-    transport: str
-    outbox: str
-    sendmail: str
-    smtp_host: str
-    smtp_port: int
-    smtp_user: str
-    smtp_password: str
-    smtp_starttls: bool
-    from_: str
-    require_auth: bool
-    dkim_domain: str
-    dkim_selector: str
-    dkim_key: str
-
-
-class Config(Settings):
-    path: str
-    server: ServerSettings
-    tls: TLSSettings
-    handlers: HandlerSettings
-    checks: CheckSettings
-    reply: ReplySettings
-    serve: ServeSettings
-    limits: LimitSettings
-    routes: tuple[tuple[str, str], ...]
-    handler_config: dict[str, dict[str, str]]
-
-    def is_local_domain(self, domain: str) -> bool:
-        return canonical_domain(domain) in self.server.domains
-
-    def settings_for(self, handler: str) -> dict[str, str]:
-        """The [handler.NAME] section of one handler (empty when there is none)."""
-        return dict(self.handler_config.get(handler, {}))
-
-
-# Each key: (kind, default).  Kinds: str, path, int, float, bool, list, choice:a|b, servers.
-SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
-    "server": {
-        "hostname": ("hostname", ""),
-        "domains": ("domains", ""),
-        "max_message_size": ("int", "26214400"),
-        "max_recipients": ("int", "100"),
-        "command_timeout": ("timeout", "300"),
-        "data_timeout": ("timeout", "600"),
-        "spool": ("path", "/var/spool/mailserver"),
-        "log": ("log", "syslog"),
-        "log_level": ("choice:debug|info|warning|error", "info"),
-    },
-    "tls": {
-        "certificate": ("path", ""),
-        "key": ("path", ""),
-    },
-    "handlers": {
-        "dir": ("path", "handlers"),
-        "timeout": ("timeout", "300"),
-        "retry_for": ("float", "432000"),
-        "keep_done": ("float", "0"),
-        "catchall": ("str", ""),
-    },
-    "checks": {
-        "spf": ("bool", "yes"),
-        "dkim": ("bool", "yes"),
-        "dmarc": ("bool", "yes"),
-        "arc": ("bool", "yes"),
-        "dmarc_reject": ("bool", "no"),
-        "dns_servers": ("servers", ""),
-        "dns_timeout": ("timeout", "5"),
-        "dnsbl": ("domains", ""),
-        "dnsbl_reject": ("bool", "yes"),
-    },
-    "limits": {
-        "rate": ("int", "0"),
-        "rate_window": ("timeout", "60"),
-        "pregreet": ("float", "0"),
-    },
-    "serve": {
-        "max_connections": ("int", "50"),
-        "max_per_source": ("int", "15"),
-        "idle_exit": ("float", "600"),
-    },
-    "reply": {
-        "transport": ("choice:sendmail|smtp|mx|outbox", "sendmail"),
-        "outbox": ("path", "var/outbox"),
-        "sendmail": ("str", "/usr/sbin/sendmail -oi -t"),
-        "smtp_host": ("str", "localhost"),
-        "smtp_port": ("port", "25"),
-        "smtp_user": ("str", ""),
-        "smtp_password": ("str", ""),
-        "smtp_starttls": ("bool", "yes"),
-        "from": ("str", ""),
-        "require_auth": ("bool", "yes"),
-        "dkim_domain": ("str", ""),
-        "dkim_selector": ("str", ""),
-        "dkim_key": ("path", ""),
-    },
-}
-
-_HOSTNAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\.?")
+_HOSTNAME = r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\.?"
 
 BOOLEANS = {
     "yes": True,
@@ -197,19 +46,6 @@ BOOLEANS = {
 }
 
 
-def canonical_domain(domain: str) -> str:
-    """DOMAIN as we compare it: lower case, no final dot, and an internationalised name in
-    its A-label form (bücher.example -> xn--bcher-kva.example, IDNA as Python's codec does
-    it).  A name that is no valid IDN stays as it is, and then matches nothing of ours."""
-    domain = domain.lower().rstrip(".")
-    if domain.isascii() or domain.startswith("["):
-        return domain
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
-
-
 def default_path() -> str:
     """--config is handled by the caller; then $MAILSERVER_CONFIG, then config.ini beside mailserver.py."""
     env = os.environ.get("MAILSERVER_CONFIG")
@@ -221,6 +57,8 @@ def default_path() -> str:
 def configured_log(path: str) -> str:
     """`[server] log` of PATH read leniently, for reporting that PATH is broken: the log
     target a person configured, else syslog."""
+    import configparser
+
     try:
         parser = configparser.ConfigParser(
             interpolation=None, strict=False, inline_comment_prefixes=(";", "#")
@@ -233,7 +71,27 @@ def configured_log(path: str) -> str:
 
 
 def load(path: str) -> Config:
+    """Read and validate PATH, or take it from the compiled cache when the cache holds this
+    very file (see `cached()`); raise ConfigError (one line) on any problem."""
+    path = os.path.abspath(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return parse(path)  # which says what is wrong
+    cache = _cache_path(path, data)
+    config = cached(cache, path, data) if cache else None
+    if config is None:
+        config = parse(path)
+        if cache:
+            _save(cache, path, data, config)
+    return config
+
+
+def parse(path: str) -> Config:
     """Read and validate PATH; raise ConfigError (one line) on any problem."""
+    import configparser
+
     path = os.path.abspath(path)
     parser = configparser.ConfigParser(
         interpolation=None,
@@ -306,6 +164,8 @@ def load(path: str) -> Config:
 
 def _parse_error(e: configparser.Error) -> str:
     """configparser's error as one line that names the line of the file."""
+    import configparser
+
     first = str(e).splitlines()[0].rstrip(".")
     if isinstance(e, configparser.MissingSectionHeaderError):
         return f"line {e.lineno}: {e.line.strip()!r} comes before any [section]: not an INI file?"
@@ -317,6 +177,8 @@ def _parse_error(e: configparser.Error) -> str:
 
 
 def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) -> object:
+    import re
+
     raw = raw.strip()
 
     def bad(what: str) -> ConfigError:
@@ -344,13 +206,13 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
             raise bad("expected a port number 1-65535")
         return number
     if kind == "hostname":
-        if raw and not _HOSTNAME.fullmatch(raw):
+        if raw and not re.fullmatch(_HOSTNAME, raw):
             raise bad("expected a host name (letters, digits, dots, hyphens)")
         return raw
     if kind == "domains":
         domains = tuple(canonical_domain(item.strip()) for item in raw.split(",") if item.strip())
         for domain in domains:
-            if not _HOSTNAME.fullmatch(domain):
+            if not re.fullmatch(_HOSTNAME, domain):
                 raise bad("expected domain names (an internationalised one in either form), comma separated")
         return domains
     if kind == "bool":
@@ -378,3 +240,105 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
             servers.append((host, int(port)))
         return tuple(servers)
     raise AssertionError(kind)
+
+
+# -- the compiled cache -------------------------------------------------------------------
+# configparser and the validation cost every connection ~3 ms; a connection whose config
+# file has not changed reads the validated settings back with marshal instead.  The cache
+# lives in the spool (`<spool>/cache/config.marshal`, the spool as a plain scan of the file
+# finds `[server] spool`; where the scan is wrong the cache is only never found), holds the
+# file's whole content and is used only for that very content and this very config.py.  A
+# cache not owned by us, or writable by others, is ignored; one that cannot be written is
+# not.  A config without `[server] hostname` is not cached (the FQDN is asked each time).
+CACHE_FORMAT = 1
+
+
+def _scan(data: bytes) -> dict[str, str]:
+    """`[server]` keys of DATA, read by a plain line scan (no configparser)."""
+    found: dict[str, str] = {}
+    section = ""
+    for raw in data.decode("utf-8", "replace").splitlines():
+        line = raw.strip()
+        if not line or line[0] in "#;" or raw[:1] in (" ", "\t"):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+            continue
+        if section != "server":
+            continue
+        cut = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if cut > 0:
+            value = line[cut + 1 :]
+            for prefix in (" ;", " #", "\t;", "\t#"):
+                value = value.split(prefix, 1)[0]
+            found.setdefault(line[:cut].strip().lower(), value.strip())
+    return found
+
+
+def _cache_path(path: str, data: bytes) -> str:
+    """Where the cache of the config file PATH (content DATA) lives; "" for none."""
+    server = _scan(data)
+    if not server.get("hostname"):
+        return ""
+    spool = os.path.join(os.path.dirname(path), server.get("spool") or SCHEMA["server"]["spool"][1])
+    return os.path.join(os.path.normpath(spool), "cache", "config.marshal")
+
+
+def _code() -> tuple[int, int, int, int]:
+    from . import settings
+
+    ours, schema = os.stat(__file__), os.stat(settings.__file__)
+    return ours.st_size, ours.st_mtime_ns, schema.st_size, schema.st_mtime_ns
+
+
+def cached(cache: str, path: str, data: bytes) -> Config | None:
+    """The Config kept in CACHE for the file PATH with content DATA, or None."""
+    import marshal
+
+    try:
+        with open(cache, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return None
+            kept = marshal.loads(f.read())
+        if kept[:4] != (CACHE_FORMAT, _code(), path, data):
+            return None
+        return Config(**{name: _thawed(value) for name, value in kept[4].items()})
+    except Exception:  # missing, unreadable, not ours, of another version: parse instead
+        return None
+
+
+def _save(cache: str, path: str, data: bytes, config: Config) -> None:
+    import marshal
+
+    frozen = {name: _frozen(value) for name, value in vars(config).items()}
+    tmp = f"{cache}.{os.getpid()}.tmp"
+    try:
+        try:
+            os.mkdir(os.path.dirname(cache), 0o750)  # in the spool, which is not made here
+        except FileExistsError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold secrets
+        with os.fdopen(fd, "wb") as f:
+            f.write(marshal.dumps((CACHE_FORMAT, _code(), path, data, frozen)))
+        os.replace(tmp, cache)
+    except (OSError, ValueError):  # no spool yet, read-only, unmarshallable: no cache
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+
+
+def _frozen(value: object) -> object:
+    if isinstance(value, Settings):
+        return ("\x00settings", type(value).__name__, dict(vars(value)))
+    return value
+
+
+def _thawed(value: object) -> object:
+    if isinstance(value, tuple) and len(value) == 3 and value[0] == "\x00settings":
+        kind = globals()[value[1]]
+        if not (isinstance(kind, type) and issubclass(kind, Settings)):
+            raise TypeError(value[1])
+        return kind(**value[2])
+    return value

@@ -11,8 +11,10 @@ Layout under `[server] spool` (SPEC §6); each message is one folder named by it
 
 A message moves between folders by one atomic rename() of its folder, after fsync of its
 files and of the folder, so whatever is killed when, an accepted message is in exactly one
-place.  Whoever works on a message holds flock() on its folder; the lock follows the
-folder across renames, so `queue --run` never runs a message another process holds.
+place.  Before the final 250 that is four fsyncs: the message, envelope.json, the
+message's folder, then queue/ after the rename.  Whoever works on a message holds flock()
+on its folder; the lock follows the folder across renames, so `queue --run` never runs a
+message another process holds.
 
 Two typed records live beside each message: `Record` (envelope.json, written once when
 the data is complete: sender, recipients and their routes, the client) and `State`
@@ -55,17 +57,19 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_json(path: str, data: Any) -> None:
-    """Replace PATH atomically with DATA as JSON, fsync'ed (file and folder)."""
+def write_json(path: str, data: Any, durable: bool = True) -> None:
+    """Replace PATH atomically with DATA as JSON; DURABLE: fsync'ed (file and folder)."""
     import json
 
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
-    fsync_dir(os.path.dirname(path))
+    if durable:
+        fsync_dir(os.path.dirname(path))
 
 
 def read_json(path: str, default: Any = None) -> Any:
@@ -151,6 +155,17 @@ class Record:
     def save(self, folder: str) -> None:
         write_json(os.path.join(folder, ENVELOPE), self.to_json())
 
+    def create(self, folder: str) -> None:
+        """Write envelope.json, new, in a folder not yet accepted, fsync'ed (the folder's own
+        fsync is the caller's): no temporary file, nobody reads it before the rename."""
+        import json
+
+        fd = os.open(os.path.join(folder, ENVELOPE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.to_json(), f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+
 
 class HandlerState:
     """One handler's progress on one message."""
@@ -216,8 +231,10 @@ class State:
     def load(cls, folder: str) -> State:
         return cls(read_json(os.path.join(folder, STATE), {}))
 
-    def save(self, folder: str) -> None:
-        write_json(os.path.join(folder, STATE), self.to_json())
+    def save(self, folder: str, durable: bool = True) -> None:
+        """Write state.json atomically; DURABLE (the default): fsync'ed, as a handler's
+        outcome must be.  What can be computed again (the checks' results) need not be."""
+        write_json(os.path.join(folder, STATE), self.to_json(), durable)
 
 
 class Spool:
@@ -258,10 +275,12 @@ class Spool:
         return None
 
     def move(self, queue_id: str, src: str, dst: str) -> None:
+        """One rename of the message's folder, durable once DST is fsync'ed: the rename is
+        one metadata transaction (ext4, XFS, btrfs journal both folders together), so
+        SRC's fsync would add nothing."""
         os.makedirs(self.folder(dst), mode=0o750, exist_ok=True)
         os.rename(self.path(src, queue_id), self.path(dst, queue_id))
         fsync_dir(self.folder(dst))
-        fsync_dir(self.folder(src))
 
     def remove(self, folder: str, queue_id: str) -> None:
         top = self.path(folder, queue_id)
@@ -318,7 +337,8 @@ class Incoming:
         self.file.flush()
         os.fsync(self.file.fileno())
         self.file.close()
-        record.save(self.dir)
+        record.create(self.dir)
+        fsync_dir(self.dir)  # both names in the folder, before its rename into queue/
         return record
 
     def commit(self) -> None:

@@ -2,8 +2,8 @@
 
 `header_value(results)` is the one-line value handed to handlers (authserv-id = our
 hostname, pvalues quoted so the `authres` library parses them); `remove_our_authres()`
-drops fields that arrived bearing our authserv-id (RFC 8601 section 5);
-forged.py applies it to a spooled file.  Nothing here runs a check.
+drops fields that arrived bearing our authserv-id (RFC 8601 section 5), and so does
+forged.py, to a spooled file, by the same `is_ours()`.  Nothing here runs a check.
 """
 
 from __future__ import annotations
@@ -54,20 +54,34 @@ def header_value(results: AuthResults, authserv_id: str | None = None) -> str:
 _AUTHRES_NAME = re.compile(rb"authentication-results[ \t]*:", re.IGNORECASE)
 
 
+#: An Authentication-Results field longer than this counts as ours, whatever it says: no
+#: real one is, and no authserv-id may hide behind that much comment.
+MAX_FIELD = 64 * 1024
+
+
+def is_ours(field: bytes, authserv_id: str) -> bool:
+    """Whether FIELD (one header field, its lines joined) is an Authentication-Results
+    field bearing AUTHSERV_ID (compared without regard to case), or one over MAX_FIELD."""
+    match = _AUTHRES_NAME.match(field)
+    if not match:
+        return False
+    if len(field) > MAX_FIELD:
+        return True
+    value = field[match.end() :].decode("utf-8", "replace")
+    return _authserv_id(value).lower() == authserv_id.strip().lower()
+
+
 def remove_our_authres(message: bytes, authserv_id: str) -> bytes:
     """MESSAGE without the Authentication-Results fields bearing AUTHSERV_ID (compared
-    without regard to case) in its header block; every other byte stays as it was."""
+    without regard to case) in its header block; every other byte stays as it was.
+    (forged.py does the same to a file, streaming.)"""
     lines, body_start = header_block(message)
-    ours = authserv_id.strip().lower()
     kept: list[bytes] = []
     removed = False
     for group in fields_of(lines):
-        match = _AUTHRES_NAME.match(group[0])
-        if match:
-            value = b"".join(group)[match.end() :].decode("utf-8", "replace")
-            if _authserv_id(value).lower() == ours:
-                removed = True
-                continue
+        if is_ours(b"".join(group), authserv_id):
+            removed = True
+            continue
         kept.extend(group)
     if not removed:
         return message

@@ -1,33 +1,58 @@
-"""DKIM (RFC 6376, RFC 8463) and ARC (RFC 8617) through dkimpy, keys from our resolver.
+"""DKIM (RFC 6376, RFC 8463) and ARC (RFC 8617) through dkimpy, on the header block only.
 
-DKIM: every DKIM-Signature (up to MAX_DKIM_SIGNATURES) is verified and reported with its
-d=, s=, the start of b= and its result.  RFC 8301: rsa-sha1 and RSA keys under 1024 bits
-verify as `policy`, never `pass`.  A signature whose l= leaves part of the body unsigned
-is `policy` too (appended content is not authenticated); one whose l= covers the whole
-body passes.
+dkimpy wants the whole message in memory and canonicalizes copies of it.  Here it gets
+the header block alone: `Signed.read()` reads it from the spooled file, finds the body
+hashes the signatures need and computes them in one streaming pass (bodyhash.py), and
+subclasses of `dkim.DKIM`/`dkim.ARC` take `bh=` from those precomputed hashes
+(`verify_sig_process`, the step after the key lookup) while dkimpy checks everything
+else, key and header signature included, as it always does.  Memory stays bounded by the
+header block (HEADER_CAP) whatever the size of the message, ARC-sealed mail included:
+ARC's message signatures hash the body like DKIM's, and the seals do not cover it.
 
-ARC: the chain validation result, pass, fail or none.  Any error of the library
-(malformed d=/s=, ...) is `fail`.
+DKIM: at most MAX_DKIM_SIGNATURES signatures are verified (RFC 6376 6.1 allows a limit),
+those whose d= aligns with the From domain first, then in header order; they are reported
+in header order, and a last `policy` result says how many more were not verified.  Each
+is reported with its d=, s=, the start of b= and its result.  RFC 8301: rsa-sha1 and RSA
+keys under 1024 bits verify as `policy`, never `pass`.  A signature whose l= leaves part
+of the body unsigned is `policy` too (appended content is not authenticated): the
+canonicalized length comes from the streaming pass.
 
-dkimpy is imported inside the functions, so reading stored results stays cheap.  This
-module reports results; it decides nothing.
+ARC: the chain validation result, pass, fail or none.  More than MAX_ARC_SETS sets is
+`fail` (RFC 8617 4.2.1) without a lookup.  Only the newest ARC-Message-Signature is
+verified, as RFC 8617 5.2 asks (dkimpy would check every older one too, looking up keys
+for nothing, and its verdict never depends on them).  Any error of the library is `fail`.
+
+Keys come from our resolver (the message's cache and budget): a failed lookup is
+`temperror` for DKIM and `fail` for ARC.  This module is imported only for a message with
+a DKIM-Signature or an ARC field; it reports results and decides nothing.
 """
 
 from __future__ import annotations
 
+import base64
 import re
 
-from .headers import header_fields
+from .bodyhash import HEADER_CAP, chunks, hash_body
+from .libs import import_dkim
+from .orgdomain import aligned
 from .results import ARCResult, DKIMResult
+
+dkim = import_dkim()
+from dkim.canonicalization import CanonicalizationPolicy  # noqa: E402  (dkimpy, imported just above)
+from dkim.crypto import HASH_ALGORITHMS  # noqa: E402
+from dkim.util import parse_tag_value  # noqa: E402
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import IO, Any
 
+    from .bodyhash import BodyKey
     from .resolver import Resolver
 
-#: At most this many DKIM signatures are verified per message (RFC 6376 6.1 allows a limit).
-MAX_DKIM_SIGNATURES = 20
+#: At most this many DKIM signatures are verified per message.
+MAX_DKIM_SIGNATURES = 5
+#: RFC 8617 4.2.1: the most ARC sets a chain may have.
+MAX_ARC_SETS = 50
 
 
 class _KeyTemporary(Exception):
@@ -62,8 +87,6 @@ class _KeyLookup:
             self.problem = f"key lookup failed: {e}"
             if self.raise_missing:
                 raise _KeyTemporary(self.problem) from None
-            import dkim
-
             raise dkim.DnsTimeoutError(self.problem) from None
         if not records:
             self.problem = f"no key at {text.rstrip('.')}"
@@ -71,8 +94,6 @@ class _KeyLookup:
                 raise _KeyMissing(self.problem)
             return None
         if self.raise_missing:
-            import dkim
-
             try:
                 dkim.evaluate_pk(text, records[0])
             except Exception as e:  # KeyFormatError, binascii.Error, ...: the record is unusable
@@ -90,28 +111,150 @@ class _QuietLogger:
     info = warning = error = exception = debug
 
 
-def check_dkim(message: bytes, resolver: Resolver) -> list[DKIMResult]:
-    """Verify every DKIM-Signature of MESSAGE; [] when it has none."""
-    import dkim
-
+def _body_key(sig: dict[bytes, bytes]) -> BodyKey | None:
+    """The body hash dkimpy would compute for SIG; None when it would stop before (bad c=,
+    a= or l=: dkimpy reports those itself)."""
     try:
-        verifier = dkim.DKIM(message, logger=_QuietLogger(), minkey=0, timeout=resolver.timeout)
-    except Exception as e:  # the header block does not parse: we cannot even find signatures
-        if any(name == "dkim-signature" for name, _ in header_fields(message)):
-            return [DKIMResult("permerror", reason=f"message does not parse: {e}")]
-        return []
-    count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
-    return [_verify_signature(verifier, idx, resolver) for idx in range(min(count, MAX_DKIM_SIGNATURES))]
+        policy = CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
+        length = None if sig.get(b"l") is None else int(sig[b"l"])
+        return (policy.body_algorithm.name, HASH_ALGORITHMS[sig[b"a"]], length)
+    except Exception:
+        return None
 
 
-def _verify_signature(verifier: Any, idx: int, resolver: Resolver) -> DKIMResult:
-    import dkim
-    from dkim.canonicalization import CanonicalizationPolicy
-    from dkim.util import parse_tag_value
+class _StreamedBody:
+    """For dkim.DomainSigner subclasses: bh= is compared with `body_hashes`, computed from
+    the file, and dkimpy checks the rest with a copy of the tags without bh= (it checks
+    the body only `if b'bh' in sig` and hashes the raw header field, not the tags)."""
 
-    raw = [v for n, v in verifier.headers if n.lower() == b"dkim-signature"][idx]
+    body_hashes: dict[BodyKey, bytes] = {}
+
+    def verify_sig_process(
+        self, sig: dict[bytes, bytes], include_headers: list[bytes], sig_header: Any, dnsfunc: Any
+    ) -> Any:
+        if b"bh" in sig and not getattr(self, "tlsrpt", False):
+            key = _body_key(sig)
+            if key is not None:
+                got = self.body_hashes.get(key)
+                if got is None:  # not precomputed: a bug of ours, never a quiet "fail"
+                    raise LookupError(f"body hash {key[0]!r} l={key[2]} was not computed")
+                expected = base64.b64decode(re.sub(rb"\s+", b"", sig[b"bh"]))  # as dkimpy does
+                if got != expected:
+                    raise dkim.ValidationError(
+                        f"body hash mismatch (got {base64.b64encode(got)!r}, expected {sig[b'bh']!r})"
+                    )
+                sig = {k: v for k, v in sig.items() if k != b"bh"}
+        return super().verify_sig_process(sig, include_headers, sig_header, dnsfunc)  # type: ignore[misc]
+
+
+class _DKIM(_StreamedBody, dkim.DKIM):  # type: ignore[misc,name-defined]
+    """dkim.DKIM on the header block, body hashes from the stream."""
+
+
+class _ARC(_StreamedBody, dkim.ARC):  # type: ignore[misc,name-defined]
+    """dkim.ARC on the header block, body hashes from the stream; older AMS not checked."""
+
+    newest = 0
+
+    def verify_sig(self, sig: dict[bytes, bytes], include_headers: Any, sig_header: Any, dnsfunc: Any) -> Any:
+        if b"bh" in sig and sig.get(b"i", b"").strip() != str(self.newest).encode():
+            return False  # an older ARC-Message-Signature: RFC 8617 5.2 does not ask for it
+        return super().verify_sig(sig, include_headers, sig_header, dnsfunc)
+
+
+class Signed:
+    """One message's header block, its DKIM/ARC verifiers and their body hashes.
+
+    `read(head, complete, body, ...)` takes the header block as read (bodyhash's
+    `read_header_block`) and the file positioned at the body, and streams the body once
+    for the hashes of the DKIM signatures it will verify (`dkim_order`) and of the newest
+    AMS.  A header block that dkimpy cannot parse, or that was longer than HEADER_CAP,
+    leaves the verifiers None and the reason in `problem`.
+    """
+
+    def __init__(self, head: bytes) -> None:
+        self.head = head
+        self.problem = ""
+        self.dkim: Any = None
+        self.arc: Any = None
+        self.signatures: list[bytes] = []  # the DKIM-Signature values, in header order
+        self.dkim_order: list[int] = []  # the indices to verify
+        self.lengths: dict[bytes, int] = {}  # canonicalized body length by c= body name
+
+    @classmethod
+    def read(
+        cls,
+        head: bytes,
+        complete: bool,
+        body: IO[bytes],
+        *,
+        with_dkim: bool,
+        with_arc: bool,
+        from_domain: str,
+    ) -> Signed:
+        signed = cls(head)
+        if not complete:
+            signed.problem = f"header block longer than {HEADER_CAP} octets"
+            return signed
+        keys: list[BodyKey | None] = []
+        try:
+            if with_dkim:
+                signed.dkim = _DKIM(head, logger=_QuietLogger(), minkey=0)
+                signed.signatures = [v for n, v in signed.dkim.headers if n.lower() == b"dkim-signature"]
+                signed.dkim_order = _chosen(signed.signatures, from_domain)
+                keys += [_body_key(_tags(signed.signatures[idx])) for idx in signed.dkim_order]
+            if with_arc:
+                signed.arc = _ARC(head, logger=_QuietLogger(), minkey=1024, timeout=5)
+                signed.arc.newest, arc_fields = signed.arc.sorted_arc_headers()
+                for i, (name, value) in arc_fields:
+                    if i == signed.arc.newest and name.lower() == b"arc-message-signature":
+                        tags = _tags(value)
+                        tags.setdefault(b"c", b"relaxed/relaxed")  # as ARC.verify_instance
+                        keys.append(_body_key(tags))
+        except Exception as e:  # the header block does not parse: we cannot even find signatures
+            signed.dkim = signed.arc = None
+            signed.problem = f"message does not parse: {e}"
+            return signed
+        hashes, signed.lengths = hash_body(chunks(body), [key for key in keys if key is not None])
+        for verifier in (signed.dkim, signed.arc):
+            if verifier is not None:
+                verifier.body_hashes = hashes
+        return signed
+
+
+def _tags(value: bytes) -> dict[bytes, bytes]:
     try:
-        tags = parse_tag_value(raw)
+        return dict(parse_tag_value(value))
+    except Exception:
+        return {}
+
+
+def _chosen(signatures: list[bytes], from_domain: str) -> list[int]:
+    """The indices of the signatures to verify: those aligned with FROM_DOMAIN first."""
+
+    def domain(idx: int) -> str:
+        return re.sub(r"\s+", "", _tags(signatures[idx]).get(b"d", b"").decode("utf-8", "replace"))
+
+    order = sorted(range(len(signatures)), key=lambda i: (not aligned(domain(i), from_domain, False), i))
+    return sorted(order[:MAX_DKIM_SIGNATURES])
+
+
+def check_dkim(signed: Signed, resolver: Resolver) -> list[DKIMResult]:
+    """Verify the chosen DKIM-Signatures of SIGNED; [] when it has none."""
+    if signed.dkim is None:
+        return [DKIMResult("permerror", reason=signed.problem)] if signed.problem else []
+    results = [_verify_signature(signed, idx, resolver) for idx in signed.dkim_order]
+    left = len(signed.signatures) - len(signed.dkim_order)
+    if left > 0:
+        why = f"{left} more signatures not verified (at most {MAX_DKIM_SIGNATURES} a message)"
+        results.append(DKIMResult("policy", reason=why))
+    return results
+
+
+def _verify_signature(signed: Signed, idx: int, resolver: Resolver) -> DKIMResult:
+    verifier = signed.dkim
+    try:
+        tags = parse_tag_value(signed.signatures[idx])
     except Exception as e:
         return DKIMResult("permerror", reason=f"malformed signature: {e}")
 
@@ -151,13 +294,10 @@ def _verify_signature(verifier: Any, idx: int, resolver: Resolver) -> DKIMResult
     if verifier.ktag == b"rsa" and verifier.keysize < 1024:
         return _with(sig, "policy", f"RSA key of {verifier.keysize} bits, under 1024 (RFC 8301)")
     if sig.length is not None:
-        try:
-            c_value = tags.get(b"c", b"simple/simple")
-            body = CanonicalizationPolicy.from_c_value(c_value).canonicalize_body(verifier.body)
-        except Exception:
-            body = verifier.body
-        if len(body) > sig.length:
-            return _with(sig, "policy", f"l={sig.length} leaves {len(body) - sig.length} body bytes unsigned")
+        key = _body_key(tags)
+        body = signed.lengths.get(key[0], 0) if key else 0
+        if body > sig.length:
+            return _with(sig, "policy", f"l={sig.length} leaves {body - sig.length} body bytes unsigned")
     return _with(sig, "pass", "")
 
 
@@ -166,13 +306,17 @@ def _with(sig: DKIMResult, result: str, reason: str) -> DKIMResult:
     return sig
 
 
-def check_arc(message: bytes, resolver: Resolver) -> ARCResult:
+def check_arc(signed: Signed, resolver: Resolver) -> ARCResult:
     """ARC chain validation (RFC 8617 5.2): pass, fail or none."""
-    import dkim
-
+    if signed.arc is None:
+        return ARCResult("fail", reason=signed.problem) if signed.problem else ARCResult("none", 0, "")
+    if signed.arc.newest > MAX_ARC_SETS:
+        return ARCResult("fail", signed.arc.newest, f"more than {MAX_ARC_SETS} ARC sets (RFC 8617 4.2.1)")
     lookup = _KeyLookup(resolver, raise_missing=False)
     try:
-        cv, sets, reason = dkim.arc_verify(message, logger=_QuietLogger(), dnsfunc=lookup)
+        cv, sets, reason = signed.arc.verify(dnsfunc=lookup)
+    except dkim.DKIMException as e:  # as dkim.arc_verify
+        cv, sets, reason = dkim.CV_Fail, [], str(e)
     except Exception as e:  # dkimpy raises on some malformed sets (empty d=, bad s=)
         return ARCResult("fail", reason=f"{type(e).__name__}: {e}")
     instances = max((int(s.get("instance", 0)) for s in sets), default=0)

@@ -3,40 +3,54 @@
 It is built from `[checks] dns_servers` (several `host:port`, tried in turn; empty means
 the system's resolv.conf) and `[checks] dns_timeout` (the most one lookup may take, all
 retries and servers included).  Queries go over UDP with EDNS0; a truncated answer is
-asked again over TCP.
+asked again over TCP.  Per try: a fresh random id (os.urandom) on a new UDP socket
+connected to the server (the OS picks a random source port and drops datagrams from
+elsewhere); a datagram with the wrong id, without QR, or for another question is ignored
+and the wait goes on.  SERVFAIL, REFUSED and every rcode but NOERROR/NXDOMAIN are a bad
+answer: when every server answered badly the lookup fails at once, otherwise the servers
+are asked again (each try waits at most a third of the timeout) until the time is up.
 
 A lookup gives the answer section as it came (`Response.records`: owner name, type,
 value, CNAMEs included, in order) or, through `resolve()`/`txt()`, the values at the end
 of a CNAME chain.  Failures are two exceptions and nothing else: `DNSTemporaryError`
-(time-out, SERVFAIL/REFUSED, network error, a CNAME loop) and `DNSNameError` (a name
-that cannot be put in a query, e.g. a label over 63 octets).  NXDOMAIN and "no data"
-are answers, not errors.
+(time-out, SERVFAIL/REFUSED, network error, a CNAME loop, the budget spent) and
+`DNSNameError` (a name that cannot be put in a query, e.g. a label over 63 octets).
+NXDOMAIN and "no data" are answers, not errors.
 
-This module does not cache, does not validate DNSSEC, and knows nothing of SPF or DKIM;
-the adapters to pyspf and dkimpy live in `inbound.checks`.
+One Resolver serves one message: it remembers every answer (and failure) it got, so the
+same question is asked once however often the checks ask it (200 signatures with one
+key: one lookup), and it may carry a `Budget`, the one deadline and the caps on queries
+and CNAME hops that all the checks of the message share; what is over the budget fails
+as `DNSBudgetExceeded`, a temporary error.
+
+The wire format is dnswire.py's, written here with the standard library only: importing
+dnspython costs ~70 ms (its `dns._features` loads `importlib.metadata`), more than the
+rest of a checked session.  This module does not validate DNSSEC, does not recurse, and
+knows nothing of SPF or DKIM; the adapters to pyspf and dkimpy live in `inbound.checks`.
 """
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-import dns.exception
-import dns.flags
-import dns.message
-import dns.name
-import dns.query
-import dns.rcode
-import dns.rdatatype
-import dns.resolver
+from . import dnswire
+from .dnswire import Record
+
+TYPE_CHECKING = False  # `typing` is not imported at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+    from typing import Any
+
+__all__ = ["Budget", "DNSBudgetExceeded", "DNSError", "DNSNameError", "DNSTemporaryError"]
+__all__ += ["Record", "Resolver", "Response"]
 
 #: Longest CNAME chain `resolve()` follows (RFC 1034 says follow, and signal loops).
 MAX_CNAME_CHAIN = 10
-#: EDNS0 UDP payload we advertise (the 2020 "DNS flag day" value).
-EDNS_PAYLOAD = 1232
+#: Where the system's servers are read from when none are given.
+RESOLV_CONF = "/etc/resolv.conf"
 
 
 class DNSError(Exception):
@@ -47,73 +61,98 @@ class DNSTemporaryError(DNSError):
     """The lookup may succeed later: time-out, server failure, network error, CNAME loop."""
 
 
+class DNSBudgetExceeded(DNSTemporaryError):
+    """The message's DNS budget (time, queries or CNAME hops) is spent: not asked."""
+
+
 class DNSNameError(DNSError):
     """The name cannot be looked up at all (empty or over-long label, bad IDNA)."""
 
 
-@dataclass(frozen=True)
-class Record:
-    """One resource record of an answer section.
-
-    `name` is lower case without the final dot ("" for the root).  `value` depends on
-    `rdtype`: A/AAAA the address text; MX `(preference, exchange)`; CNAME/PTR/NS the
-    target name (lower case, no final dot); TXT/SPF a tuple of the character-strings as
-    bytes; anything else the record's presentation text.
-    """
-
-    name: str
-    rdtype: str
-    value: Any
-
-
-@dataclass
 class Response:
     """The answer to one query: records of the answer section and whether NXDOMAIN."""
 
-    records: list[Record] = field(default_factory=list)
-    nxdomain: bool = False
+    __slots__ = ("records", "nxdomain")
+
+    def __init__(self, records: list[Record] | None = None, nxdomain: bool = False) -> None:
+        self.records = list(records or [])
+        self.nxdomain = nxdomain
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Response):
+            return False
+        return (self.records, self.nxdomain) == (other.records, other.nxdomain)
+
+    def __repr__(self) -> str:
+        return f"Response(records={self.records!r}, nxdomain={self.nxdomain!r})"
 
 
-def _name_text(name: dns.name.Name) -> str:
-    """NAME as plain lower-case text: labels joined by dots, no escapes, no final dot."""
-    labels = name.labels[:-1] if name.is_absolute() else name.labels
-    return b".".join(labels).decode("utf-8", "replace").lower()
+class Budget:
+    """What all the DNS lookups of one message may spend: a wall-clock deadline, a number
+    of queries sent, a number of CNAME hops followed.  `spent` says what ran out first
+    (empty while something is left), for the log and the stored results."""
 
+    def __init__(
+        self, seconds: float, queries: int, cname_hops: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.clock = clock
+        self.deadline = clock() + seconds
+        self.seconds = seconds
+        self.queries = queries
+        self.cname_hops = cname_hops
+        self.asked = 0
+        self.hops = 0
+        self.spent = ""
 
-def _record_value(rdtype: str, rdata: Any) -> Any:
-    if rdtype in ("A", "AAAA"):
-        return rdata.address
-    if rdtype == "MX":
-        return (rdata.preference, _name_text(rdata.exchange))
-    if rdtype in ("CNAME", "PTR", "NS", "DNAME"):
-        return _name_text(rdata.target)
-    if rdtype in ("TXT", "SPF"):
-        return tuple(rdata.strings)
-    return rdata.to_text()
+    def remaining(self) -> float:
+        """Seconds left before the deadline (never below 0)."""
+        return max(0.0, self.deadline - self.clock())
+
+    def _exceeded(self, why: str) -> DNSBudgetExceeded:
+        self.spent = self.spent or why
+        return DNSBudgetExceeded(f"DNS budget of the message spent: {why}")
+
+    def spend_query(self) -> float:
+        """Account for one query to send; the seconds it may take.  Raises when none is left."""
+        if self.asked >= self.queries:
+            raise self._exceeded(f"{self.queries} queries")
+        left = self.remaining()
+        if left <= 0:
+            raise self._exceeded(f"{self.seconds:g} s")
+        self.asked += 1
+        return left
+
+    def spend_hop(self) -> None:
+        """Account for one CNAME hop followed."""
+        if self.hops >= self.cname_hops:
+            raise self._exceeded(f"{self.cname_hops} CNAME hops")
+        self.hops += 1
 
 
 class Resolver:
-    """A stub resolver over the given servers; see the module docstring."""
+    """A stub resolver over the given servers, for one message; see the module docstring."""
 
-    def __init__(self, servers: Sequence[tuple[str, int]] = (), timeout: float = 5.0) -> None:
+    def __init__(
+        self, servers: Sequence[tuple[str, int]] = (), timeout: float = 5.0, budget: Budget | None = None
+    ) -> None:
         self._servers: list[tuple[str, int]] | None = list(servers) or None
         self.timeout = float(timeout) if timeout and timeout > 0 else 5.0
+        self.budget = budget
         self._addresses_checked = False
+        self._answers: dict[tuple[tuple[bytes, ...], int], Response | DNSTemporaryError] = {}
+        #: Queries actually sent (answers from memory not counted), for logs and tests.
+        self.sent = 0
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Resolver:
+    def from_settings(cls, settings: Any, budget: Budget | None = None) -> Resolver:
         """From an `inbound.config.CheckSettings` (dns_servers, dns_timeout)."""
-        return cls(settings.dns_servers, settings.dns_timeout)
+        return cls(settings.dns_servers, settings.dns_timeout, budget)
 
     @property
     def servers(self) -> list[tuple[str, int]]:
         """The servers asked (addresses), in order; resolv.conf's (port 53) when none were given."""
         if self._servers is None:
-            try:
-                system = dns.resolver.Resolver(configure=True)
-                self._servers = [(str(host), 53) for host in system.nameservers]
-            except Exception:  # no or unreadable resolv.conf: every lookup is a temperror
-                self._servers = []
+            self._servers = [(host, 53) for host in _system_servers()]
         if not self._addresses_checked:
             self._servers = [(_address(host), port) for host, port in self._servers]
             self._addresses_checked = True
@@ -122,21 +161,25 @@ class Resolver:
     # -- queries ------------------------------------------------------------------
     def query(self, name: str | bytes, rdtype: str) -> Response:
         """Ask for NAME/RDTYPE once; the answer section as it came (CNAMEs included)."""
-        qname = self._qname(name)
-        response = self._exchange(qname, dns.rdatatype.from_text(rdtype))
-        if response.rcode() == dns.rcode.NXDOMAIN:
-            return Response(nxdomain=True)
-        records = []
-        for rrset in response.answer:
-            rtype = dns.rdatatype.to_text(rrset.rdtype)
-            owner = _name_text(rrset.name)
-            for rdata in rrset:
-                records.append(Record(owner, rtype, _record_value(rtype, rdata)))
-        return Response(records)
+        labels = self._qname(name)
+        qtype = dnswire.type_code(rdtype)
+        key = (tuple(x.lower() for x in labels), qtype)
+        known = self._answers.get(key)
+        if known is None:
+            try:
+                known = self._exchange(labels, qtype)
+            except DNSBudgetExceeded:
+                raise  # not an answer: nothing to remember
+            except DNSTemporaryError as e:
+                known = e
+            self._answers[key] = known
+        if isinstance(known, DNSTemporaryError):
+            raise known
+        return known
 
     def resolve(self, name: str | bytes, rdtype: str) -> list[Any]:
         """Values of NAME/RDTYPE, following CNAMEs (a loop or an over-long chain is temporary)."""
-        current = _name_text(self._qname(name))
+        current = dnswire.plain(self._qname(name))
         seen = {current}
         response = self.query(current, rdtype)
         for _ in range(MAX_CNAME_CHAIN + 1):
@@ -150,6 +193,8 @@ class Resolver:
             if current in seen:
                 raise DNSTemporaryError(f"CNAME loop at {current}")
             seen.add(current)
+            if self.budget is not None:
+                self.budget.spend_hop()
             if not any(r.name == current for r in response.records):  # chain not in this answer
                 response = self.query(current, rdtype)
         raise DNSTemporaryError(f"CNAME chain longer than {MAX_CNAME_CHAIN} at {name!r}")
@@ -160,56 +205,160 @@ class Resolver:
 
     # -- internals ----------------------------------------------------------------
     @staticmethod
-    def _qname(name: str | bytes) -> dns.name.Name:
+    def _qname(name: str | bytes) -> tuple[bytes, ...]:
         try:
             text = name.decode("utf-8") if isinstance(name, bytes) else name
             if not text.strip(". "):
                 raise DNSNameError(f"empty name {name!r}")
-            return dns.name.from_text(text)
+            return dnswire.labels_of(text)
         except DNSNameError:
             raise
-        except (dns.exception.DNSException, UnicodeError, ValueError) as e:
+        except (UnicodeError, ValueError) as e:
             raise DNSNameError(f"bad name {name!r}: {e}") from None
 
-    def _exchange(self, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> dns.message.Message:
+    def _exchange(self, labels: tuple[bytes, ...], qtype: int) -> Response:
         """One query, retried over the servers until one answers or the time is up."""
         servers = self.servers
+        shown = dnswire.plain(labels) + "."
         if not servers:
             raise DNSTemporaryError("no DNS server configured")
-        deadline = time.monotonic() + self.timeout
-        # Several tries per lookup, like a stub resolver's retransmissions.
+        timeout = self.timeout
+        if self.budget is not None:
+            timeout = min(timeout, self.budget.spend_query())
+        self.sent += 1
+        deadline = time.monotonic() + timeout
         per_try = max(self.timeout / 3, 0.1)
+        question = (tuple(x.lower() for x in labels), qtype, dnswire.IN)
         problems: list[str] = []
         while True:
             answered_badly = 0
             for host, port in servers:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise DNSTemporaryError(f"{qname} timed out ({'; '.join(problems[-2:]) or 'no answer'})")
-                query = dns.message.make_query(qname, rdtype, use_edns=0, payload=EDNS_PAYLOAD)
+                    raise DNSTemporaryError(f"{shown} timed out ({'; '.join(problems[-2:]) or 'no answer'})")
+                qid = int.from_bytes(os.urandom(2), "big")
+                query = dnswire.query_wire(qid, labels, qtype)
                 try:
-                    response = dns.query.udp(
-                        query, host, timeout=min(per_try, remaining), port=port, ignore_unexpected=True
-                    )
-                    if response.flags & dns.flags.TC:
+                    wire, message = _udp(query, qid, question, host, port, min(per_try, remaining))
+                    if message.flags & dnswire.TC:  # truncated: ask again over TCP
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
-                            raise dns.exception.Timeout
-                        response = dns.query.tcp(query, host, timeout=remaining, port=port)
-                except dns.exception.Timeout:
+                            raise TimeoutError
+                        wire, message = _tcp(query, qid, question, host, port, time.monotonic() + remaining)
+                    if message.rcode == dnswire.NXDOMAIN:
+                        return Response(nxdomain=True)
+                    if message.rcode == dnswire.NOERROR:
+                        return Response(dnswire.records_of(wire, message))  # rdata errors: a bad answer
+                except TimeoutError:
                     problems.append(f"{host}:{port} no answer")
                     continue
-                except (OSError, EOFError, dns.exception.DNSException) as e:
+                except (OSError, EOFError, dnswire.FormError, _Unexpected, struct.error, ValueError) as e:
                     problems.append(f"{host}:{port} {type(e).__name__}")
                     answered_badly += 1
                     continue
-                rcode = response.rcode()
-                if rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-                    return response
-                problems.append(f"{host}:{port} {dns.rcode.to_text(rcode)}")
+                problems.append(f"{host}:{port} {dnswire.RCODES.get(message.rcode, message.rcode)}")
                 answered_badly += 1
             if answered_badly == len(servers):  # every server refused or failed: asking again won't help
-                raise DNSTemporaryError(f"{qname}: {'; '.join(problems[-len(servers) :])}")
+                raise DNSTemporaryError(f"{shown}: {'; '.join(problems[-len(servers) :])}")
+
+
+class _Unexpected(Exception):
+    """A datagram that is not the answer to our query (ignored on UDP)."""
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _same_address(family: int, a: str, b: str) -> bool:
+    try:
+        return socket.inet_pton(family, a.split("%")[0]) == socket.inet_pton(family, b.split("%")[0])
+    except OSError:
+        return a == b
+
+
+def _check(message: dnswire.Message, qid: int, question: tuple) -> None:
+    """Raise _Unexpected unless MESSAGE answers our query (dnspython's is_response)."""
+    if not message.flags & dnswire.QR or message.id != qid or (message.flags >> 11) & 0xF != 0:
+        raise _Unexpected("not our answer")
+    if not message.question and message.rcode in (1, 2, 4, 5):  # FORMERR SERVFAIL NOTIMP REFUSED
+        return
+    if any(q != question for q in message.question) or question not in message.question:
+        raise _Unexpected("another question")
+
+
+Answer = tuple[bytes, dnswire.Message]
+
+
+def _udp(query: bytes, qid: int, question: tuple, host: str, port: int, wait: float) -> Answer:
+    family = _family(host)
+    expiry = time.monotonic() + wait
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.connect((host, port))  # the OS's random source port; other sources dropped
+        sock.send(query)
+        while True:
+            remaining = expiry - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            sock.settimeout(remaining)
+            wire, source = sock.recvfrom(65535)
+            if source[1] != port or not _same_address(family, source[0], host):
+                continue
+            try:
+                head = dnswire.Message(wire, header_only=True)
+                if head.flags & dnswire.TC and not head.question:
+                    head.question = [question]  # a bare TC header (no question): TCP decides
+                _check(head, qid, question)
+            except (_Unexpected, dnswire.FormError, struct.error):
+                continue  # not ours (or not even a header and question): keep waiting
+            if head.flags & dnswire.TC:
+                return wire, head  # truncated: the rest is not read, TCP follows
+            return wire, dnswire.Message(wire)  # ours but malformed: dnswire.FormError, a bad answer
+
+
+def _tcp(query: bytes, qid: int, question: tuple, host: str, port: int, expiry: float) -> Answer:
+    def remaining() -> float:
+        left = expiry - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    def receive(size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            sock.settimeout(remaining())
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                raise EOFError("connection closed")
+            data += chunk
+        return data
+
+    with socket.socket(_family(host), socket.SOCK_STREAM) as sock:
+        sock.settimeout(remaining())
+        sock.connect((host, port))
+        sock.sendall(struct.pack("!H", len(query)) + query)
+        (size,) = struct.unpack("!H", receive(2))
+        wire = receive(size)
+    message = dnswire.Message(wire)
+    _check(message, qid, question)  # on TCP a wrong answer is an error, not noise
+    return wire, message
+
+
+def _system_servers(path: str = RESOLV_CONF) -> list[str]:
+    """The `nameserver` addresses of resolv.conf, in order ([] when none or unreadable)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return []
+    servers = []
+    for line in lines:
+        if line[:1] in ("#", ";"):
+            continue
+        tokens = line.split()
+        if len(tokens) >= 2 and tokens[0] == "nameserver":
+            servers.append(tokens[1])
+    return servers
 
 
 def _address(host: str) -> str:

@@ -136,6 +136,7 @@ class AuthResults:
         dkim_checked: bool = False,
         from_domain: str = "",
         authserv_id: str = "",
+        dns_budget: str = "",
     ) -> None:
         self.spf = spf
         self.dkim: list[DKIMResult] = list(dkim or [])
@@ -144,6 +145,8 @@ class AuthResults:
         self.dkim_checked = dkim_checked
         self.from_domain = from_domain
         self.authserv_id = authserv_id
+        #: What of the message's DNS budget ran out ("" when nothing did).
+        self.dns_budget = dns_budget
 
     def __repr__(self) -> str:
         return f"AuthResults({self.to_dict()!r})"
@@ -211,6 +214,7 @@ class AuthResults:
             "dkim_checked": self.dkim_checked,
             "from_domain": self.from_domain,
             "authserv_id": self.authserv_id,
+            "dns_budget": self.dns_budget,
         }
 
     @classmethod
@@ -223,4 +227,5 @@ class AuthResults:
             dkim_checked=bool(data.get("dkim_checked", bool(data.get("dkim")))),
             from_domain=str(data.get("from_domain") or ""),
             authserv_id=str(data.get("authserv_id") or ""),
+            dns_budget=str(data.get("dns_budget") or ""),
         )

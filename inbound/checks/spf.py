@@ -4,10 +4,12 @@ The MAIL FROM identity, or for the null sender `<>` the HELO identity (postmaste
 reported as smtp.helo).  Never the header From.  pyspf's limits apply (10 DNS mechanisms,
 2 void lookups) and the whole check stops after SPF_TIME_LIMIT seconds.
 
-pyspf is adapted, not patched in place per call: its module-level DNSLookup is pointed at
-`_spf_lookup` once, which uses the resolver of the check under way (a context variable)
-and falls back to pyspf's own lookup for anyone else in the process.  This module reports
-a result; it decides nothing.
+pyspf is adapted, not patched in place per call: it is imported without dnspython
+(libs.py) and its module-level DNSLookup pointed at `_spf_lookup` once, which uses the
+resolver of the check under way (a context variable: with the message's DNS cache and
+budget) and, for anyone else in the process, a resolver on the system's servers.  The
+time limit is SPF_TIME_LIMIT or what is left of the message's budget, the smaller.
+This module reports a result; it decides nothing.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ def check_spf(client_ip: str, helo: str, mail_from: str, resolver: Resolver) -> 
         return SPFResult("none", identity, sender, domain, "client address unknown")
     spf = _spf_module()
     token = _spf_resolver.set(resolver)
+    limit = SPF_TIME_LIMIT
+    if resolver.budget is not None:  # 0 would mean "no limit" to pyspf
+        limit = max(0.001, min(limit, resolver.budget.remaining()))
     try:
-        query = _SPFQuery(
-            i=ip, s=_unquoted(mail_from), h=helo, timeout=resolver.timeout, querytime=SPF_TIME_LIMIT
-        )
+        query = _SPFQuery(i=ip, s=_unquoted(mail_from), h=helo, timeout=resolver.timeout, querytime=limit)
         result, _code, explanation = query.check()
     except spf.TempError as e:
         result, explanation = "temperror", str(e)
@@ -104,11 +107,11 @@ def _spf_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
     """
     import spf
 
-    from .resolver import DNSNameError, DNSTemporaryError
+    from .resolver import DNSNameError, DNSTemporaryError, Resolver
 
     resolver = _spf_resolver.get()
-    if resolver is None:  # someone else in this process using pyspf: leave it as it was
-        return list(_spf_original_lookup(name, qtype, strict, timeout))
+    if resolver is None:  # someone else in this process using pyspf: the system's servers
+        resolver = Resolver(timeout=float(timeout or 20))
     try:
         response = resolver.query(name, qtype)
     except DNSNameError:
@@ -118,18 +121,16 @@ def _spf_lookup(name: str, qtype: str, strict: Any = True, timeout: Any = None) 
     return [((r.name, r.rdtype), r.value) for r in response.records]
 
 
-_spf_original_lookup: Any = None
 _SPFQuery: Any = None
 
 
 def _spf_module() -> Any:
     """pyspf, with its DNS lookups going to `_spf_lookup` (done once)."""
-    global _spf_original_lookup, _SPFQuery
-    import spf
+    global _SPFQuery
+    from .libs import import_spf
 
+    spf = import_spf(_spf_lookup)
     if _SPFQuery is None:
-        _spf_original_lookup = spf.DNSLookup
-        spf.DNSLookup = _spf_lookup
 
         class SPFQuery(spf.query):  # type: ignore[misc,name-defined]
             """pyspf's query with RFC 7208 5.5 for PTR names: a DNS error while looking up

@@ -35,6 +35,18 @@ if TYPE_CHECKING:
     from ..envelope import Envelope
 
 
+#: Queue ids whose checks ran in this process.
+_checked_here: set[str] = set()
+
+
+def use_spool_caches(spool_root: str) -> None:
+    """Caches built once for every process live under the spool: the Public Suffix List's
+    (checks.orgdomain, read by DMARC and the reply rules)."""
+    from ..checks.orgdomain import use_cache_dir
+
+    use_cache_dir(os.path.join(spool_root, "cache"))
+
+
 def send_reply(envelope: Envelope, body: str, **options: Any) -> bool:
     """The replier handed to every Envelope: autoreply, imported on the first reply only."""
     from ..autoreply import send_reply as autoreply_send
@@ -73,6 +85,7 @@ def handler_envelope(
     """The Envelope of one handler's run: RECIPIENTS of RECORD, the message in FOLDER."""
     from ..envelope import Envelope
 
+    use_spool_caches(config.server.spool)
     state = state or State()
     return Envelope(
         queue_id=record.queue_id,
@@ -107,6 +120,7 @@ class Delivery:
         self.router = router
         self.spool = spool
         self.clock = clock
+        use_spool_caches(spool.root)
 
     # -- checks -------------------------------------------------------------
     def authenticate(self, folder: str, record: Record, state: State) -> AuthResults | None:
@@ -120,7 +134,9 @@ class Delivery:
         if not enabled and state.authres:
             return None
         stored = stored_auth(state)
-        if stored is not None and not stored.temporary:  # a temperror is asked again next time
+        # A temperror is asked again at the next try, not a second time by the process that
+        # just asked (checks before the 250, then the handlers): one DNS budget a message.
+        if stored is not None and (not stored.temporary or record.queue_id in _checked_here):
             return stored
         hostname = self.config.server.hostname
         path = os.path.join(folder, MESSAGE)
@@ -132,10 +148,8 @@ class Delivery:
         if enabled:
             from ..checks import authenticate
 
-            with open(path, "rb") as f:
-                data = f.read()
             results = authenticate(
-                data,
+                path,
                 client_ip=record.remote_addr,
                 helo=record.helo,
                 mail_from=record.sender,
@@ -143,6 +157,9 @@ class Delivery:
                 authserv_id=hostname,
             )
             state.auth = results.to_dict()
+            _checked_here.add(record.queue_id)
+            if results.dns_budget:
+                log.warning("%s: checks stopped: DNS budget spent (%s)", record.queue_id, results.dns_budget)
         state.authres = results.header_value(hostname) if results else f"{hostname}; none"
         return results
 
@@ -159,7 +176,7 @@ class Delivery:
             state.authres = f"{self.config.server.hostname}; none (checks failed: {type(e).__name__})"
             results = None
         if (state.auth, state.authres) != before:
-            state.save(folder)
+            state.save(folder, durable=False)  # lost in a crash, the checks run again: no fsync
         return results
 
     def checked(self, folder: str, record: Record) -> AuthResults | None:

@@ -34,11 +34,16 @@ if TYPE_CHECKING:
 
 OUTPUT_LIMIT = 64 * 1024
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+#: A Python handler ran in this process (mailserver.py then ends it with the full teardown).
+python_ran = False
 
 
 def run_python(handler: Handler, envelope: Envelope, timeout: float) -> Outcome:
     """Call the handler's handle(envelope) under the handler timeout; never raises."""
+    global python_ran
     from ..alarm import deadline
+
+    python_ran = True
 
     assert handler.module is not None
     try:
@@ -149,16 +154,19 @@ def run_program(
     reader = threading.Thread(target=_drain, args=(proc.stdout, output), daemon=True)
     feeder.start()
     reader.start()
-    try:
-        status = proc.wait(timeout=timeout or None)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        timed_out = True
+    # Popen.wait(timeout) polls with sleeps of up to 50 ms: a thread blocked in waitpid()
+    # and a join with the timeout notice the exit at once.
+    waiter = threading.Thread(target=proc.wait, daemon=True)
+    waiter.start()
+    waiter.join(timeout or None)
+    timed_out = waiter.is_alive()
+    if timed_out:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        status = proc.wait()
+        waiter.join()
+    status = proc.wait()
     try:  # whatever the program left running in its group (`sleep &`) goes with it
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):

@@ -367,3 +367,88 @@ def test_malformed_signature_is_permerror_not_an_exception(dns_server: Any, sign
     assert len(auth.dkim) == 1
     assert auth.dkim[0].result == "permerror", auth.dkim[0].reason
     assert auth.header_value("mx.test.example").startswith("mx.test.example; dkim=permerror")
+
+
+# -- limits: how many signatures, one lookup per key, the file never read whole ----------------
+def test_two_hundred_signatures_with_one_key_cost_one_lookup_and_five_verifications(dns_server: Any) -> None:
+    private, record = rsa_key(2048)
+    signature = dkimpy_sign(MESSAGE, "rsa", "example.com", private)[: -len(MESSAGE)]
+    auth = verify(dns_server, signature * 200 + MESSAGE, {"rsa._domainkey.example.com": record})
+    assert results(auth)[:5] == [("pass", "example.com", "rsa")] * 5
+    assert [(s.result, s.reason) for s in auth.dkim[5:]] == [
+        ("policy", "195 more signatures not verified (at most 5 a message)")
+    ]
+    assert [q[0] for q in dns_server.queries] == ["rsa._domainkey.example.com"]
+
+
+def test_the_signatures_of_the_from_domain_are_verified_first(dns_server: Any) -> None:
+    private, record = rsa_key(2048)
+    message = dkimpy_sign(MESSAGE, "rsa", "example.com", private)
+    for n in range(8):  # signatures of others on top of the author's
+        message = hand_sign_ed25519(message, f"s{n}", f"other{n}.example", ED25519_SEED)
+    auth = verify(dns_server, message, {"rsa._domainkey.example.com": record})
+    assert results(auth)[:4] == [("permerror", f"other{n}.example", f"s{n}") for n in (7, 6, 5, 4)]
+    assert results(auth)[4] == ("pass", "example.com", "rsa")
+    assert auth.dkim[5].result == "policy" and auth.dkim_aligned_pass("example.com")
+
+
+def test_a_file_is_checked_without_being_read_whole(dns_server: Any, tmp_path: Any) -> None:
+    private, record = rsa_key(2048)
+    body = b"line of the body\r\n" * 20_000
+    head, _, _ = MESSAGE.partition(b"\r\n\r\n")
+    signed = dkimpy_sign(head + b"\r\n\r\n" + body, "rsa", "example.com", private, length=True)
+    path = tmp_path / "message"
+    path.write_bytes(signed + b"appended footer\r\n")
+    dns_server.serve({"rsa._domainkey.example.com": [{"TXT": record}]})
+    settings = make_check_settings(dns_server, spf=False, dmarc=False, arc=False)
+    reads: list[int] = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def read(self, size: int = -1) -> bytes:
+            assert size is not None and 0 < size <= 256 * 1024, size
+            data = self.f.read(size)
+            reads.append(len(data))
+            return data
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+        def __enter__(self) -> Counting:
+            return self
+
+        def __exit__(self, *args: Any) -> None:
+            self.f.close()
+
+    import builtins
+
+    builtins.open = lambda *a, **k: Counting(real_open(*a, **k))  # type: ignore[assignment]
+    try:
+        auth = authenticate(
+            str(path), client_ip="", helo="", mail_from="", settings=settings, authserv_id="mx"
+        )
+    finally:
+        builtins.open = real_open
+    assert results(auth) == [("policy", "example.com", "rsa")]
+    assert "leaves 17 body bytes unsigned" in auth.dkim[0].reason
+    assert path.stat().st_size <= sum(reads) <= path.stat().st_size + 16 * 1024  # once, in pieces
+
+
+def test_more_than_fifty_arc_sets_fail_without_a_lookup(dns_server: Any) -> None:
+    sets = b"".join(
+        b"ARC-Seal: i=%d; a=rsa-sha256; cv=pass; d=evil.example; s=s%d; b=AAAA\r\n"
+        b"ARC-Message-Signature: i=%d; a=rsa-sha256; d=evil.example; s=s%d; h=from; bh=AAAA; b=AAAA\r\n"
+        b"ARC-Authentication-Results: i=%d; evil.example; none\r\n" % (i, i, i, i, i)
+        for i in range(51, 0, -1)
+    )
+    dns_server.serve({})
+    settings = make_check_settings(dns_server, spf=False, dkim=False, dmarc=False)
+    auth = authenticate(
+        sets + MESSAGE, client_ip="", helo="", mail_from="", settings=settings, authserv_id="mx"
+    )
+    assert auth.arc is not None and auth.arc.result == "fail"
+    assert "more than 50 ARC sets" in auth.arc.reason
+    assert dns_server.queries == []

@@ -10,7 +10,14 @@ from typing import Any
 
 import pytest
 
-from inbound.checks.resolver import DNSNameError, DNSTemporaryError, Record, Resolver
+from inbound.checks.resolver import (
+    Budget,
+    DNSBudgetExceeded,
+    DNSNameError,
+    DNSTemporaryError,
+    Record,
+    Resolver,
+)
 
 
 @pytest.fixture
@@ -117,3 +124,49 @@ def test_settings_give_servers_and_timeout() -> None:
     assert r.servers[0] == ("127.0.0.1", 5353)
     assert r.servers[1] in (("127.0.0.1", 53), ("::1", 53))  # a name is turned into an address
     assert r.timeout == 2.5
+
+
+# -- one message's resolver: answers remembered, one budget ---------------------------------
+def test_the_same_question_is_asked_once(dns_server: Any) -> None:
+    dns_server.serve({"example.com": [{"TXT": "hello"}], "slow.example": ["TIMEOUT"]})
+    r = resolver(dns_server, timeout=0.3)
+    assert r.txt("example.com") == r.txt("EXAMPLE.com.") == [b"hello"]
+    with pytest.raises(DNSTemporaryError):
+        r.txt("slow.example")
+    started = time.monotonic()
+    with pytest.raises(DNSTemporaryError):  # a failure is remembered too: no second wait
+        r.txt("slow.example")
+    assert time.monotonic() - started < 0.1
+    assert sum(1 for name, _, _ in dns_server.queries if name == "example.com") == 1
+    assert r.sent == 2
+
+
+def test_the_budget_caps_the_queries_of_a_message(dns_server: Any) -> None:
+    dns_server.serve({f"n{i}.example": [{"TXT": str(i)}] for i in range(5)})
+    budget = Budget(60, queries=3, cname_hops=20)
+    r = Resolver([dns_server.address], 0.5, budget)
+    assert [r.txt(f"n{i}.example") for i in range(3)] == [[b"0"], [b"1"], [b"2"]]
+    assert r.txt("n0.example") == [b"0"]  # remembered: costs nothing
+    with pytest.raises(DNSBudgetExceeded, match="3 queries"):
+        r.txt("n3.example")
+    assert budget.spent == "3 queries" and len(dns_server.queries) == 3
+
+
+def test_the_budget_caps_the_cname_hops_of_a_message(dns_server: Any) -> None:
+    dns_server.serve({f"h{i}.example": [{"CNAME": f"h{i + 1}.example"}] for i in range(8)})
+    budget = Budget(60, queries=100, cname_hops=5)
+    with pytest.raises(DNSBudgetExceeded, match="5 CNAME hops"):
+        Resolver([dns_server.address], 0.5, budget).txt("h0.example")
+    assert isinstance(DNSBudgetExceeded("x"), DNSTemporaryError)  # a temperror to the checks
+
+
+def test_the_deadline_is_one_for_all_lookups_of_a_message(dns_server: Any) -> None:
+    dns_server.serve({f"slow{i}.example": ["TIMEOUT"] for i in range(5)})
+    budget = Budget(0.8, queries=100, cname_hops=20)
+    r = Resolver([dns_server.address], 0.5, budget)
+    started = time.monotonic()
+    for i in range(5):
+        with pytest.raises(DNSTemporaryError):
+            r.txt(f"slow{i}.example")
+    assert 0.75 < time.monotonic() - started < 1.2  # 0.5 + the 0.3 left, then nothing
+    assert budget.spent == "0.8 s" and r.sent == 2

@@ -643,7 +643,7 @@ def test_a_full_disk_after_the_250_is_one_clear_log_line(
     lines: list[str] = []
     monkeypatch.setattr(log, "_write", lambda level, message, args: lines.append(message % args))
 
-    def full(self: State, folder: str) -> None:
+    def full(self: State, folder: str, durable: bool = True) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", f"{folder}/state.json")
 
     monkeypatch.setattr(State, "save", full)
