@@ -21,6 +21,7 @@ MAX_HEADER_BYTES = 256 * 1024
 MAX_HEADER_LINE = 8 * 1024
 MAX_HEADER_FIELDS = 1000
 MAX_MIME_DEPTH = 32
+MAX_FILENAME_BYTES = 200
 PARSE_SECONDS = 10.0
 
 
@@ -29,12 +30,13 @@ class ParseTimeout(BaseException):
 
 
 def safe_filename(name: str | None, fallback: str = "attachment") -> str:
-    """A name that is only a name: no folders, no leading dots, no control characters."""
+    """A name that is only a name: no folders, no leading dots, no control characters,
+    never only dots (".", "..", ". .."), at most MAX_FILENAME_BYTES octets of UTF-8."""
     name = (name or "").replace("\\", "/").split("/")[-1]
     name = "".join(c for c in name if c.isprintable() and c not in '<>:"|?*')
-    name = name.strip().lstrip(".").strip()
-    while len(name.encode("utf-8")) > 200:  # bytes, not characters: file systems count bytes
-        name = name[:-1]
+    name = name.lstrip(" .")  # (no surrogates are left: they are not printable)
+    # bytes, not characters: file systems count bytes (one cut: linear in the name)
+    name = name.encode("utf-8")[:MAX_FILENAME_BYTES].decode("utf-8", "ignore").rstrip(" ")
     return name or fallback
 
 

@@ -155,3 +155,21 @@ def test_pathological_address_headers_are_bounded_in_time() -> None:
         assert time.monotonic() - started < 4
     finally:
         module.PARSE_SECONDS = old
+
+
+def test_a_file_name_is_never_only_dots() -> None:
+    for hostile in (".", "..", "...", ". ..", " . . ", "/..", "..\\..", ". .\t."):
+        assert safe_filename(hostile) == "attachment", hostile
+    raw = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename=". .."\r\n\r\ndata\r\n--b--\r\n'
+    )
+    assert [a.filename for a in envelope(raw).attachments] == ["attachment-1"]
+
+
+def test_a_long_file_name_is_cut_to_200_octets_in_linear_time() -> None:
+    started = time.monotonic()
+    name = safe_filename("é" * 400_000 + ".txt")
+    assert time.monotonic() - started < 1
+    assert name == "é" * 100
