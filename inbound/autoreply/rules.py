@@ -52,6 +52,8 @@ ROBOT_LOCAL_PARTS = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 LIST_HEADERS = ("Mailing-List", "X-Mailing-List", "X-List")
+# What no plain address holds: white space (Unicode's too: NEL, U+2028...), controls, <>.
+NOT_PLAIN = re.compile(r"[\s\x00-\x1f\x7f-\x9f<>]")
 PRECEDENCE_NO_REPLY = {"bulk", "list", "junk"}
 
 
@@ -61,14 +63,11 @@ def refusal(envelope: ReplyContext) -> str | None:
     if not sender:
         return "the envelope sender is <> (a bounce or an auto-reply)"
     local, at, domain = sender.rpartition("@")
-    if (
-        not at
-        or not local
-        or not domain
-        or local.startswith("-")
-        or re.search(r"[\s\x00-\x1f\x7f<>]", sender)
-    ):
+    if not at or not local or not domain or local.startswith("-") or NOT_PLAIN.search(sender):
         return f"the envelope sender {sender!r} is not a plain address"
+    config = envelope.server_config
+    if not (config is not None and config.reply.from_) and NOT_PLAIN.search(envelope.recipient):
+        return f"the address written to, {envelope.recipient!r}, cannot be the From of a reply"
     base = local.split("+", 1)[0]
     if ROBOT_LOCAL_PARTS.match(local) or ROBOT_LOCAL_PARTS.match(base):
         return f"the envelope sender {sender} is a robot's address"
@@ -77,7 +76,6 @@ def refusal(envelope: ReplyContext) -> str | None:
         return reason
     if not addressed_to_us(envelope):
         return "none of our addresses is in To/Cc (Bcc, a list or an alias): RFC 3834 section 2"
-    config = envelope.server_config
     if config is not None and config.reply.require_auth:
         reason = unauthenticated(envelope)
         if reason:
