@@ -204,7 +204,8 @@ def email_policy() -> EmailPolicy:
     and its charsets checked (bound_value), and text content is decoded by decode_text."""
     global _policy
     if _policy is None:
-        from email.contentmanager import ContentManager, raw_data_manager
+        import copy
+        from email.contentmanager import raw_data_manager
         from email.policy import EmailPolicy
 
         class BoundedPolicy(EmailPolicy):
@@ -212,9 +213,7 @@ def email_policy() -> EmailPolicy:
                 name, value = super().header_source_parse(sourcelines)
                 return name, bound_value(value)
 
-        manager = ContentManager()
-        manager.get_handlers.update(raw_data_manager.get_handlers)
-        manager.set_handlers.update(raw_data_manager.set_handlers)
+        manager = copy.deepcopy(raw_data_manager)  # (its handler tables copied, not shared)
         manager.add_get_handler("text", _text_content)
         _policy = BoundedPolicy(content_manager=manager)
     return _policy  # type: ignore[no-any-return]
