@@ -16,8 +16,9 @@ auth results) is plain data from the spool.  The message is parsed lazily and de
   values are one line with no control character (CR, LF, form feed, VT, NEL, U+2028,
   escape... become a space); attachment filenames are made safe (no folders, no dot
   files, no control characters, never only dots).
-* Addresses come from the policy.default header parser, not `email.utils.parseaddr`
-  (CVE-2023-27043).  They are what the message *claims*: never authorise on them; use
+* Addresses come from addresses.py, the one parser the DMARC check uses too (not
+  `email.utils.parseaddr`, CVE-2023-27043): `from_` lists the addresses whose domains
+  DMARC evaluated.  They are what the message *claims*: never authorise on them; use
   `auth` (SPF/DKIM/DMARC) for that.
 
 Nothing here raises into the handler for a malformed message: values are best effort and
@@ -239,17 +240,21 @@ class Envelope:
         return self.header("Subject")
 
     def addresses(self, name: str) -> list[Address]:
-        """The addresses of every NAME header field (To, Cc, Resent-To...), bounded in time."""
+        """The addresses of every NAME header field (From, To, Cc, Resent-To...), read by the
+        parser the DMARC check uses (addresses.py) from the raw values; bounded in time."""
         key = ("addresses", name.lower())
         if key not in self._decoded:
+            from . import addresses
+
             found: list[Address] = []
             try:
                 with bounded.parse_deadline():
-                    for value in self.headers.get_all(name) or []:
-                        for a in getattr(value, "addresses", ()):
-                            address = bounded.clean(a.addr_spec)
-                            if address and address != "<>":
-                                found.append(Address(bounded.clean(a.display_name), address))
+                    for field, value in self.headers.raw_items():
+                        if field.lower() != key[1]:
+                            continue
+                        for box in addresses.parse(value):
+                            name_ = bounded.clean(addresses.display_name(box.name))
+                            found.append(Address(name_, bounded.clean(box.address)))
             except bounded.ParseTimeout:
                 self._note(f"header {name}: decoding took longer than {bounded.PARSE_SECONDS} s")
             except Exception as e:
