@@ -129,20 +129,28 @@ def _plain(address: str) -> str:
 
 def unauthenticated(envelope: ReplyContext) -> str | None:
     """None when SPF passed or an aligned DKIM signature passed; else why not."""
+    reason = sender_unauthenticated(envelope.auth, envelope.sender)
+    return f"require_auth: {reason}" if reason else None
+
+
+def sender_unauthenticated(auth: Any, sender: str) -> str | None:
+    """None when the checks vouch for the envelope SENDER: SPF passed for the MAIL FROM
+    identity, or a DKIM signature passed whose d= is in SENDER's organisational domain;
+    else why not.  (Not `AuthResults.aligned_pass`: a DKIM signature aligned with the
+    From field vouches for From, which a forger may set to a domain of his own.)"""
     from ..checks.orgdomain import aligned
 
-    auth = envelope.auth
     if auth is None:
-        return "require_auth: no SPF/DKIM results (checks are off)"
+        return "no SPF/DKIM results (checks are off)"
     spf = getattr(auth, "spf", None)
     if _result(spf) == "pass" and getattr(spf, "identity", "mailfrom") != "helo":
         return None
-    domain = envelope.sender.rpartition("@")[2].lower().rstrip(".")
+    domain = sender.rpartition("@")[2].lower().rstrip(".")
     for signature in getattr(auth, "dkim", None) or ():
         signer = str(getattr(signature, "domain", "") or "").lower().rstrip(".")
-        if _result(signature) == "pass" and signer and aligned(signer, domain, strict=False):
+        if _result(signature) == "pass" and signer and domain and aligned(signer, domain, strict=False):
             return None
-    return f"require_auth: SPF is {_result(spf) or 'none'} and no DKIM signature of {domain} passed"
+    return f"SPF is {_result(spf) or 'none'} and no DKIM signature of {domain or 'the sender'} passed"
 
 
 def _result(item: Any) -> str:
