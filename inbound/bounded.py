@@ -6,8 +6,13 @@ MAX_HEADER_FIELDS fields are kept, MIME nesting deeper than MAX_MIME_DEPTH is me
 so the caller can refuse to descend (CPython raises RecursionError near 1,000), and a
 parse that still runs longer than PARSE_SECONDS is abandoned (ParseTimeout, raised by
 the alarm).  Decoded values are cleaned (`clean`: one line, no control characters,
-valid Unicode) and file names made safe (`safe_filename`).  Pure functions of bytes and
-text: no I/O.
+valid Unicode) and file names made safe (`safe_filename`).
+
+`email_policy()` carries the bounds into the parse of every body part, and into what a
+handler does with the parsed message: each header field is cut at MAX_HEADER_LINE, and
+only text charsets are decoded (`text_charset`, an allow-list: punycode decodes in
+quadratic time, unicode_escape makes surrogates and controls of escapes; such text is
+read as UTF-8).  Pure functions of bytes and text: no I/O.
 """
 
 from __future__ import annotations
