@@ -133,6 +133,20 @@ def mime_depth(data: bytes) -> int:
     return deepest
 
 
+def nesting(message: Any) -> int:
+    """How deep the parts of a parsed MESSAGE nest (1: a single part), counted without
+    recursion and given up past MAX_MIME_DEPTH; message/rfc822 parts count as a level."""
+    deepest = 0
+    stack = [(message, 1)]
+    while stack and deepest <= MAX_MIME_DEPTH:
+        part, depth = stack.pop()
+        deepest = max(deepest, depth)
+        payload = part.get_payload() if part.is_multipart() else None
+        if isinstance(payload, list):
+            stack.extend((child, depth + 1) for child in payload)
+    return deepest
+
+
 def mime_depth_ok(data: bytes) -> bool:
     return mime_depth(data) <= MAX_MIME_DEPTH
 

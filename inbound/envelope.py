@@ -46,6 +46,11 @@ if TYPE_CHECKING:
 CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}")
 
 
+class _TooDeep(Exception):
+    """The parts of a parsed message nest deeper than MAX_MIME_DEPTH (message/rfc822 in
+    message/rfc822...): handlers walking it would recurse to death."""
+
+
 class Address:
     """One parsed address of a header: display name and address (what the message claims)."""
 
@@ -193,23 +198,45 @@ class Envelope:
                 head += b"\r\n"
             if cut:  # no end of the header block within the cap: what follows is body
                 head += b"\r\n"
-            if not bounded.mime_depth_ok(data):
+
+            def parse(head: bytes) -> EmailMessage:
+                whole = (head + body).replace(b"\r\n", b"\n")  # text parts with Python's own newlines
+                return BytesParser(policy=bounded.email_policy()).parsebytes(whole)  # type: ignore[return-value]
+
+            message = None
+            if bounded.mime_depth_ok(data):  # multiparts measured; message/rfc822 nesting after
+                try:
+                    message = self._parse(lambda: parse(head), max_depth=bounded.MAX_MIME_DEPTH)
+                except _TooDeep:
+                    pass
+            if message is None:
                 self._note(f"MIME nesting deeper than {bounded.MAX_MIME_DEPTH}: parsed as one text part")
                 head = re.sub(rb"(?im)^content-type:.*(\r?\n[ \t].*)*$", b"Content-Type: text/plain", head)
-            whole = (head + body).replace(b"\r\n", b"\n")  # text parts with Python's own newlines
-            self._message = self._parse(lambda: BytesParser(policy=bounded.email_policy()).parsebytes(whole))
+                message = self._parse(lambda: parse(head))
+            self._message = message
         return self._message
 
-    def _parse(self, parse: Any) -> EmailMessage:
+    def _parse(self, parse: Any, max_depth: int = 0) -> EmailMessage:
+        """PARSE() under the parse deadline, never raising (an empty message instead); with
+        MAX_DEPTH, _TooDeep when its parts nest deeper (or the parser recursed to death)."""
         from email.message import EmailMessage
 
         try:
             with bounded.parse_deadline():
                 message: EmailMessage = parse()
+                if max_depth and bounded.nesting(message) > max_depth:
+                    raise _TooDeep
+        except _TooDeep:
+            raise
+        except RecursionError:
+            if max_depth:
+                raise _TooDeep from None
+            self._note("message could not be parsed: RecursionError")
+            return EmailMessage(policy=bounded.email_policy())
         except bounded.ParseTimeout:
             self._note(f"parsing took longer than {bounded.PARSE_SECONDS} s and was abandoned")
             return EmailMessage(policy=bounded.email_policy())
-        except (RecursionError, Exception) as e:  # the stdlib parser must not reach the handler
+        except Exception as e:  # the stdlib parser must not reach the handler
             self._note(f"message could not be parsed: {type(e).__name__}")
             return EmailMessage(policy=bounded.email_policy())
         for defect in message.defects:

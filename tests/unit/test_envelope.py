@@ -41,6 +41,18 @@ def test_deep_mime_nesting_does_not_recurse_to_death() -> None:
     assert any("MIME nesting" in d for d in env.defects)
 
 
+def test_nested_message_parts_are_bounded_like_multiparts() -> None:
+    """message/rfc822 in message/rfc822...: no boundary to measure, and 900 levels parse but
+    make a handler's message.as_bytes() or a recursive walk raise RecursionError."""
+    for levels in (900, 5000):
+        raw = b"Subject: nested\r\n" + b"Content-Type: message/rfc822\r\n\r\n" * levels + b"deep\r\n"
+        env = envelope(raw)
+        assert env.message.get_content_type() == "text/plain"
+        env.message.as_bytes()  # must not raise
+        assert env.text is not None and env.text.endswith("deep\n")
+        assert any("MIME nesting deeper than 32" in d for d in env.defects)
+
+
 def test_a_subject_of_32000_encoded_words_is_cut_and_fast() -> None:
     subject = b" ".join([b"=?utf-8?q?a?="] * 32000)
     env = envelope(b"Subject: " + subject + b"\r\n\r\nbody\r\n")
