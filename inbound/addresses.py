@@ -105,9 +105,14 @@ def _unquote(token: str) -> str:
 
 
 def _words(tokens: list[str]) -> str:
-    """Tokens as text: quoted strings unquoted, each run of white space one space."""
-    text = "".join(" " if t.isspace() else _unquote(t) for t in tokens)
-    return " ".join(text.split(" ")).strip()
+    """Tokens as text: quoted strings unquoted, white space and comments between words one space."""
+    out: list[str] = []
+    for token in tokens:
+        if not token.isspace():
+            out.append(_unquote(token))
+        elif out and out[-1] != " ":
+            out.append(" ")
+    return "".join(out).strip()
 
 
 def _split_address(tokens: list[str]) -> tuple[list[str], list[list[str]]]:
@@ -178,13 +183,13 @@ def parse(value: str) -> list[Mailbox]:
 def domains(value: str) -> tuple[list[str], bool]:
     """For DMARC: every domain VALUE names (lower case, no final dot), in order, those of
     malformed addresses too; and True when some address in it has no domain at all."""
-    found: list[str] = []
+    found: dict[str, None] = {}  # (ordered, and each look-up costs nothing)
     missing = False
     for _, _, after in _items(value):
         named = [d.lower().rstrip(".") for d in map(_domain, after) if d]
         missing = missing or not named
-        found.extend(d for d in named if d not in found)
-    return found, missing
+        found.update(dict.fromkeys(named))
+    return list(found), missing
 
 
 def display_name(raw: str) -> str:

@@ -61,13 +61,13 @@ def from_domains(fields: list[tuple[str, str]]) -> tuple[list[str], str]:
         return [], "no From header field"
     from ..addresses import domains
 
-    found: list[str] = []
+    found: dict[str, None] = {}  # (ordered, and each look-up costs nothing)
     problems = ["several From header fields"] if len(values) > 1 else []
     for value in values:
         if len(value) > MAX_FROM_CHARS:
             problems.append(f"From field longer than {MAX_FROM_CHARS} characters")
         named, missing = domains(value[:MAX_FROM_CHARS])
-        found.extend(domain for domain in named if domain not in found)
-        if (missing or not named) and "From address without a domain" not in problems:
+        found.update(dict.fromkeys(named))
+        if missing or not named:
             problems.append("From address without a domain")
-    return found, "; ".join(problems)
+    return list(found), "; ".join(dict.fromkeys(problems))
