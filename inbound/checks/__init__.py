@@ -67,11 +67,11 @@ def authenticate(
     CLIENT_IP may be "" (unknown); MAIL_FROM "" is the null sender.  Never raises for
     anything the message, the client or DNS can do.
     """
-    from .headers import from_domains, header_fields
+    from .headers import from_domain, header_fields
     from .results import ARCResult, AuthResults, DKIMResult, DMARCResult, SPFResult
 
-    domains, from_problem = from_domains(header_fields(message))
-    domain = domains[0] if len(domains) == 1 and not from_problem else ""  # the one From domain
+    fields = header_fields(message)
+    domain, from_problem = from_domain(fields)
     results = AuthResults(from_domain=domain, authserv_id=authserv_id)
     if not (settings.spf or settings.dkim or settings.dmarc or settings.arc):
         return results
@@ -80,7 +80,6 @@ def authenticate(
 
         resolver = Resolver.from_settings(settings)
     from .dkim import check_arc, check_dkim
-    from .dmarc import check_dmarc_from
     from .spf import check_spf
 
     # Each check is its own exception boundary: a bug of ours or of a library costs that
@@ -105,9 +104,13 @@ def authenticate(
         except Exception as e:
             results.arc = ARCResult("fail", reason=f"internal error: {type(e).__name__}")
     if settings.dmarc:
-        try:
+        try:  # every From domain is evaluated (RFC 7489 6.6.1), not only the one of `domain`
+            from .dmarc import check_dmarc_from
+            from .headers import from_domains
+
+            domains, problem = from_domains(fields)
             results.dmarc = check_dmarc_from(
-                domains, from_problem, results.spf, results.dkim if settings.dkim else [], resolver
+                domains, problem, results.spf, results.dkim if settings.dkim else [], resolver
             )
         except Exception as e:
             results.dmarc = DMARCResult("temperror", domain, reason=f"internal error: {type(e).__name__}")

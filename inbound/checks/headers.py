@@ -71,3 +71,14 @@ def from_domains(fields: list[tuple[str, str]]) -> tuple[list[str], str]:
         if missing or not named:
             problems.append("From address without a domain")
     return list(found), "; ".join(dict.fromkeys(problems))
+
+
+def from_domain(fields: list[tuple[str, str]]) -> tuple[str, str]:
+    """(the one From domain, "") or ("", why there is not exactly one): the domain that DKIM
+    alignment and the reply rules compare with (DMARC reads from_domains)."""
+    found, problem = from_domains(fields)
+    if problem:
+        return "", problem
+    if len(found) > 1:
+        return "", "From addresses in several domains"
+    return found[0], ""
