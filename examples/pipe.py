@@ -25,6 +25,8 @@ def handle(envelope):
     import signal
     import subprocess
 
+    from inbound.delivery.runner import recipients_variable
+
     name = envelope.handler or "pipe"
     argv = shlex.split(envelope.config.get("command", ""))
     if not argv:
@@ -36,7 +38,7 @@ def handle(envelope):
         "HOME": os.environ.get("HOME", "/"),
         "SENDER": envelope.sender,
         "RECIPIENT": envelope.recipient,
-        "RECIPIENTS": " ".join(envelope.recipients),
+        "RECIPIENTS": recipients_variable(envelope.recipients),  # as for programs: see README
         "QUEUE_ID": envelope.queue_id,
         "REMOTE_ADDR": envelope.remote_addr,
         "REMOTE_HOST": envelope.remote_host,

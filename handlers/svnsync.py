@@ -16,8 +16,14 @@ svnsync@<your domain>; each mail from an allowed sender runs
     lock_wait = 60                       ; seconds to wait while another sync runs
     lock      =                          ; lock file (default <spool>/svnsync-<hash of mirror>.lock)
 
-Mail from anyone else is ignored (logged, not retried).  So is mail whose sender the
-checks contradict: DMARC fail, or SPF fail/softfail without a passing DKIM signature.
+Mail from anyone else is ignored (logged, not retried).  An allowed sender must also be
+authenticated, since an envelope sender is trivially forged: the handler runs only when
+SPF passed for it or a DKIM signature of its own (organisational) domain passed.  With
+the checks off ([checks] spf and dkim = no), or for a sender whose domain publishes no
+SPF record and does not sign, every mail is ignored with a warning: publish SPF for the
+commit mailer or have it sign.  (Until handlers can declare REQUIRE, the handler checks
+this itself.)  Mail whose sender the checks contradict is ignored too: DMARC fail, or
+SPF fail/softfail without a passing DKIM signature.
 Syncs of one mirror never run at once: a second mail waits for the lock (at most
 lock_wait seconds) and then syncs too, as it may bring newer revisions.  A sync that
 fails (the mirror is locked by another svnsync, the source is unreachable...) raises
@@ -47,6 +53,12 @@ def handle(envelope):
         return
     if sender not in allowed:
         log.info("svnsync: ignored mail from <%s>: not one of the allowed senders", sender)
+        return
+    from inbound.autoreply.rules import sender_unauthenticated  # (here: every connection loads us)
+
+    doubt = sender_unauthenticated(envelope.auth, sender)
+    if doubt:
+        log.warning("svnsync: ignored mail from <%s>: not authenticated: %s", sender, doubt)
         return
     doubt = contradicted(envelope.auth)
     if doubt:

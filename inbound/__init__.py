@@ -15,6 +15,7 @@
     spool.py       stage 3: incoming/ -> queue/ -> done/ | failed/; envelope.json, state.json
     checks/        stage 4: SPF, DKIM, DMARC, ARC -> typed results (report, never decide)
     delivery/      stage 5: routing, running handlers, the retry queue
+    addresses.py   address lists of From/To/Cc: the one parser of DMARC and the Envelope
     bounded.py     hostile-input bounds before the stdlib email parser
     envelope.py    what a Python handler gets: the message parsed lazily and defensively
     autoreply/     the one outbound part: RFC 3834-safe replies and their transports

@@ -6,11 +6,19 @@ auth results) is plain data from the spool.  The message is parsed lazily and de
 * `headers`, `subject`, `from_`, `to`, `cc` read only the header block (a 50 MB body is
   never loaded for them); `message`, `text`, `html`, `attachments` parse the whole thing.
 * Hostile input is bounded before the stdlib parser sees it (bounded.py: header caps,
-  MIME depth, a parse deadline from the alarm).  Each such cut is added to `defects`.
-* Decoded header values have CR and LF replaced by spaces; attachment filenames are made
-  safe (no folders, no dot files, no control characters).
-* Addresses come from the policy.default header parser, not `email.utils.parseaddr`
-  (CVE-2023-27043).  They are what the message *claims*: never authorise on them; use
+  MIME depth), and the message is parsed with bounded.py's policy, which cuts every
+  header field of every part and decodes only text charsets (punycode, unicode_escape
+  and other codecs that are no charsets of mail are read as UTF-8).  Each parse and
+  each decoding (a header, the text and html bodies, the attachments) runs under the
+  parse deadline, once: results are cached.  Each such cut is added to `defects`.
+* Every string handed out is valid Unicode: raw 8-bit in header fields is read as UTF-8
+  (RFC 6532), malformed octets as U+FFFD, never as lone surrogates.  Decoded header
+  values are one line with no control character (CR, LF, form feed, VT, NEL, U+2028,
+  escape... become a space); attachment filenames are made safe (no folders, no dot
+  files, no control characters, never only dots).
+* Addresses come from addresses.py, the one parser the DMARC check uses too (not
+  `email.utils.parseaddr`, CVE-2023-27043): `from_` lists the addresses whose domains
+  DMARC evaluated.  They are what the message *claims*: never authorise on them; use
   `auth` (SPF/DKIM/DMARC) for that.
 
 Nothing here raises into the handler for a malformed message: values are best effort and
@@ -32,6 +40,15 @@ if TYPE_CHECKING:
 
     from .checks.results import AuthResults
     from .config import Config
+
+
+#: What an attachment's content type may look like (type/subtype, RFC 2045 token characters).
+CONTENT_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]{1,64}/[a-z0-9!#$&^_.+-]{1,64}")
+
+
+class _TooDeep(Exception):
+    """The parts of a parsed message nest deeper than MAX_MIME_DEPTH (message/rfc822 in
+    message/rfc822...): handlers walking it would recurse to death."""
 
 
 class Address:
@@ -94,12 +111,13 @@ class Envelope:
         replier: Callable[..., bool] | None = None,
         dnsbl: dict[str, str] | None = None,
     ) -> None:
+        text = bounded.valid_text  # every string handed out is valid Unicode (argv, env...)
         self.queue_id = queue_id
-        self.sender = sender
-        self.recipients = list(recipients)
-        self.helo = helo
-        self.remote_addr = remote_addr
-        self.remote_host = remote_host
+        self.sender = text(sender)
+        self.recipients = [text(r) for r in recipients]
+        self.helo = text(helo)
+        self.remote_addr = text(remote_addr)
+        self.remote_host = text(remote_host)
         self.tls = tls
         self.handler = handler
         self.config = dict(config or {})
@@ -148,27 +166,30 @@ class Envelope:
             return self._prefix + f.read(bounded.MAX_HEADER_BYTES + 4)
 
     # -- parsed -----------------------------------------------------------------
+    def _note(self, defect: str) -> None:
+        """Add DEFECT to `defects` as one line of valid text (it may quote the message)."""
+        self.defects.append(bounded.clean(defect))
+
     @property
     def headers(self) -> EmailMessage:
         """Only the header block, parsed (cheap; the body is not read)."""
         if self._headers is None:
-            from email import policy
             from email.parser import BytesParser
 
             block, cut = bounded.split_header_block(self._head_bytes())
             if cut:
-                self.defects.append(f"header block longer than {bounded.MAX_HEADER_BYTES} octets was cut")
+                self._note(f"header block longer than {bounded.MAX_HEADER_BYTES} octets was cut")
             block = bounded.bound_headers(block, self.defects).replace(b"\r\n", b"\n")
             self._headers = self._parse(
-                lambda: BytesParser(policy=policy.default).parsebytes(block, headersonly=True)
+                lambda: BytesParser(policy=bounded.email_policy()).parsebytes(block, headersonly=True)
             )
         return self._headers
 
     @property
     def message(self) -> EmailMessage:
-        """The whole message (policy.default); loads the body."""
+        """The whole message (policy.default with bounded.py's bounds on every part); loads
+        the body."""
         if self._message is None:
-            from email import policy
             from email.parser import BytesParser
 
             data = self.raw
@@ -179,28 +200,49 @@ class Envelope:
                 head += b"\r\n"
             if cut:  # no end of the header block within the cap: what follows is body
                 head += b"\r\n"
-            if not bounded.mime_depth_ok(data):
-                self.defects.append(
-                    f"MIME nesting deeper than {bounded.MAX_MIME_DEPTH}: parsed as one text part"
-                )
+
+            def parse(head: bytes) -> EmailMessage:
+                whole = (head + body).replace(b"\r\n", b"\n")  # text parts with Python's own newlines
+                return BytesParser(policy=bounded.email_policy()).parsebytes(whole)  # type: ignore[return-value]
+
+            message = None
+            if bounded.mime_depth_ok(data):  # multiparts measured; message/rfc822 nesting after
+                try:
+                    message = self._parse(lambda: parse(head), max_depth=bounded.MAX_MIME_DEPTH)
+                except _TooDeep:
+                    pass
+            if message is None:
+                self._note(f"MIME nesting deeper than {bounded.MAX_MIME_DEPTH}: parsed as one text part")
                 head = re.sub(rb"(?im)^content-type:.*(\r?\n[ \t].*)*$", b"Content-Type: text/plain", head)
-            whole = (head + body).replace(b"\r\n", b"\n")  # text parts with Python's own newlines
-            self._message = self._parse(lambda: BytesParser(policy=policy.default).parsebytes(whole))
+                message = self._parse(lambda: parse(head))
+            self._message = message
         return self._message
 
-    def _parse(self, parse: Any) -> EmailMessage:
+    def _parse(self, parse: Any, max_depth: int = 0) -> EmailMessage:
+        """PARSE() under the parse deadline, never raising (an empty message instead); with
+        MAX_DEPTH, _TooDeep when its parts nest deeper (or the parser recursed to death)."""
         from email.message import EmailMessage
 
         try:
             with bounded.parse_deadline():
                 message: EmailMessage = parse()
+                if max_depth and bounded.nesting(message) > max_depth:
+                    raise _TooDeep
+        except _TooDeep:
+            raise
+        except RecursionError:
+            if max_depth:
+                raise _TooDeep from None
+            self._note("message could not be parsed: RecursionError")
+            return EmailMessage(policy=bounded.email_policy())
         except bounded.ParseTimeout:
-            self.defects.append(f"parsing took longer than {bounded.PARSE_SECONDS} s and was abandoned")
-            return EmailMessage()
-        except (RecursionError, Exception) as e:  # the stdlib parser must not reach the handler
-            self.defects.append(f"message could not be parsed: {type(e).__name__}")
-            return EmailMessage()
-        self.defects.extend(f"{type(d).__name__}: {d}" for d in message.defects)
+            self._note(f"parsing took longer than {bounded.PARSE_SECONDS} s and was abandoned")
+            return EmailMessage(policy=bounded.email_policy())
+        except Exception as e:  # the stdlib parser must not reach the handler
+            self._note(f"message could not be parsed: {type(e).__name__}")
+            return EmailMessage(policy=bounded.email_policy())
+        for defect in message.defects:
+            self._note(f"{type(defect).__name__}: {defect}")
         return message
 
     def header(self, name: str, default: str = "") -> str:
@@ -215,9 +257,9 @@ class Envelope:
                     value = self.headers.get(name)
                     value = None if value is None else bounded.clean(value)
             except bounded.ParseTimeout:
-                self.defects.append(f"header {name}: decoding took longer than {bounded.PARSE_SECONDS} s")
+                self._note(f"header {name}: decoding took longer than {bounded.PARSE_SECONDS} s")
             except Exception as e:
-                self.defects.append(f"header {name}: {type(e).__name__}")
+                self._note(f"header {name}: {type(e).__name__}")
             self._decoded[key] = value
         value = self._decoded[key]
         return default if value is None else str(value)
@@ -227,21 +269,25 @@ class Envelope:
         return self.header("Subject")
 
     def addresses(self, name: str) -> list[Address]:
-        """The addresses of every NAME header field (To, Cc, Resent-To...), bounded in time."""
+        """The addresses of every NAME header field (From, To, Cc, Resent-To...), read by the
+        parser the DMARC check uses (addresses.py) from the raw values; bounded in time."""
         key = ("addresses", name.lower())
         if key not in self._decoded:
+            from . import addresses
+
             found: list[Address] = []
             try:
                 with bounded.parse_deadline():
-                    for value in self.headers.get_all(name) or []:
-                        for a in getattr(value, "addresses", ()):
-                            address = bounded.clean(a.addr_spec)
-                            if address and address != "<>":
-                                found.append(Address(bounded.clean(a.display_name), address))
+                    for field, value in self.headers.raw_items():
+                        if field.lower() != key[1]:
+                            continue
+                        for box in addresses.parse(value):
+                            name_ = bounded.clean(addresses.display_name(box.name))
+                            found.append(Address(name_, bounded.clean(box.address)))
             except bounded.ParseTimeout:
-                self.defects.append(f"header {name}: decoding took longer than {bounded.PARSE_SECONDS} s")
+                self._note(f"header {name}: decoding took longer than {bounded.PARSE_SECONDS} s")
             except Exception as e:
-                self.defects.append(f"header {name}: {type(e).__name__}")
+                self._note(f"header {name}: {type(e).__name__}")
             self._decoded[key] = found
         found_before: list[Address] = self._decoded[key]  # type: ignore[assignment]
         return list(found_before)
@@ -263,17 +309,35 @@ class Envelope:
         return self.header("Message-ID")
 
     def _body(self, subtype: str) -> str | None:
+        """The text of the body part of SUBTYPE, decoded under the parse deadline; cached."""
+        key = ("body", subtype)
+        if key not in self._decoded:
+            message = self.message  # (its own deadline)
+            value = None
+            try:
+                with bounded.parse_deadline():
+                    value = self._find_body(message, subtype)
+            except bounded.ParseTimeout:
+                self._note(f"{subtype} body: decoding took longer than {bounded.PARSE_SECONDS} s")
+            self._decoded[key] = value
+        return self._decoded[key]  # type: ignore[return-value]
+
+    def _find_body(self, message: EmailMessage, subtype: str) -> str | None:
+        part = None
         try:
-            part = self.message.get_body(preferencelist=(subtype,))
+            part = message.get_body(preferencelist=(subtype,))
             if part is None:
                 return None
-            content = part.get_content()
+            charset = part.get_content_charset()
+            if charset and not bounded.text_charset(charset):
+                self._note(f"{subtype} body: charset {charset[:40]!r} is not a text charset: read as UTF-8")
+            content = part.get_content()  # bounded.decode_text, through the policy
             return content if isinstance(content, str) else None
-        except Exception as e:  # bad charset, broken transfer encoding...
-            self.defects.append(f"{subtype} body: {type(e).__name__}: {e}")
+        except Exception as e:  # broken transfer encoding, odd structure...
+            self._note(f"{subtype} body: {type(e).__name__}: {e}")
             try:
                 payload = part.get_payload(decode=True) if part is not None else None
-                return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else None
+                return bounded.decode_text(payload, "utf-8") if isinstance(payload, bytes) else None
             except Exception:
                 return None
 
@@ -287,22 +351,35 @@ class Envelope:
 
     @property
     def attachments(self) -> list[Attachment]:
-        found = []
-        try:
-            parts = list(self.message.iter_attachments())
-        except Exception as e:
-            self.defects.append(f"attachments: {type(e).__name__}")
-            return []
-        for n, part in enumerate(parts, 1):
+        """The attachments, decoded under the parse deadline; cached (the list is a copy)."""
+        key = ("attachments", "")
+        if key not in self._decoded:
+            message = self.message  # (its own deadline)
+            found: list[Attachment] = []
             try:
-                data = part.get_payload(decode=True)
-                data = data if isinstance(data, bytes) else b""
-                filename = bounded.safe_filename(bounded.clean(part.get_filename() or ""), f"attachment-{n}")
+                with bounded.parse_deadline():
+                    for n, part in enumerate(message.iter_attachments(), 1):
+                        found.append(self._attachment(n, part))
+            except bounded.ParseTimeout:
+                self._note(f"attachments: decoding took longer than {bounded.PARSE_SECONDS} s")
             except Exception as e:
-                self.defects.append(f"attachment {n}: {type(e).__name__}")
-                data, filename = b"", f"attachment-{n}"
-            found.append(Attachment(filename, part.get_content_type(), len(data), data))
-        return found
+                self._note(f"attachments: {type(e).__name__}")
+            self._decoded[key] = found
+        return list(self._decoded[key])  # type: ignore[call-overload]
+
+    def _attachment(self, n: int, part: EmailMessage) -> Attachment:
+        fallback = f"attachment-{n}"
+        try:
+            data = part.get_payload(decode=True)
+            data = data if isinstance(data, bytes) else b""
+            filename = bounded.safe_filename(bounded.clean(part.get_filename() or ""), fallback)
+            content_type = bounded.clean(part.get_content_type()).lower()
+        except Exception as e:
+            self._note(f"attachment {n}: {type(e).__name__}")
+            data, filename, content_type = b"", fallback, ""
+        if not CONTENT_TYPE.fullmatch(content_type):
+            content_type = "application/octet-stream"
+        return Attachment(filename, content_type, len(data), data)
 
     # -- answering -----------------------------------------------------------------
     def reply(self, body: str, **options: Any) -> bool:

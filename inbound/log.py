@@ -5,6 +5,9 @@ them unless the config names a file such as /dev/stderr on purpose (the dev conf
 for `listen`), and `protect_stderr()` points a stderr that is the socket at /dev/null.
 `summary()` writes the one key=value line per connection, and `exception()` the one
 line an unexpected error gets (its traceback folded with " | ").
+Every line is one line of printable text: what the client sent (addresses, HELO, header
+values, a handler's output) cannot break it, colour a terminal or ring its bell
+(`printable()` escapes line breaks, control and format characters).
 """
 
 from __future__ import annotations
@@ -111,7 +114,7 @@ def _write(level: int, message: str, args: tuple[object, ...]) -> None:
             message = message % args
         except (TypeError, ValueError):
             message = f"{message} {args!r}"
-    message = message.replace("\r", "\\r").replace("\n", "\\n")
+    message = printable(message)
     if _target == "syslog":
         syslog.syslog(_PRIORITY[level], message)
     elif _fd is not None and _target:
@@ -122,6 +125,23 @@ def _write(level: int, message: str, args: tuple[object, ...]) -> None:
             os.write(_fd, line.encode("utf-8", "replace"))
         except OSError:
             pass
+
+
+_ESCAPES = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """TEXT as one line of printable text: line breaks, controls (escape, bell, C1, U+2028...),
+    format characters and lone surrogates written as escapes (\\n, \\x1b, \\u2028, \\udcc3);
+    printable characters of any script are kept."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _ESCAPES.get(c) or _escape(c) for c in text)
+
+
+def _escape(c: str) -> str:
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
 
 
 def debug(message: str, *args: object) -> None:

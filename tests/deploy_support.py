@@ -241,7 +241,8 @@ class Launcher:
     def masters(self) -> list[int]:
         """Serve mode: the running master(s): ours, with no parent of ours (forks have one)."""
         ours = processes_with(self.config) if self.config else []
-        return [pid for pid in ours if _parent(pid) not in ours]
+        parents = {pid: _parent(pid) for pid in ours}
+        return [pid for pid, parent in parents.items() if parent and parent not in ours]  # 0: gone meanwhile
 
     def sessions(self) -> list[int]:
         """Serve mode: the forked sessions running now."""

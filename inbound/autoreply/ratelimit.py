@@ -2,8 +2,12 @@
 
 Every connection is a process of its own, so the memory is a file:
 `<spool>/replies/<handler>.json` (sender -> time of the last reply), read and written
-under flock.  Entries older than the interval are dropped on every write, so the file
-stays small.  This module knows nothing of messages.
+under flock.  The file stays small whoever writes to us: on every look-up, entries older
+than the interval (or dated more than an interval ahead, after a clock step) are
+dropped, for senders never answered again too, and at most MAX_ENTRIES are kept (the
+oldest go first: a sender then may get a second reply within the day, which is better
+than a memory that grows with every forged sender).  This module knows nothing of
+messages.
 """
 
 from __future__ import annotations
@@ -19,6 +23,10 @@ if TYPE_CHECKING:
 
 #: One reply per sender per handler in this many seconds.
 REPLY_INTERVAL = 86400
+#: Senders remembered per handler (about 60 octets each in the file).
+MAX_ENTRIES = 10_000
+#: A sender address longer than this is remembered by its first MAX_KEY characters.
+MAX_KEY = 320
 
 #: Injectable clock (tests move it).
 now: Callable[[], float] = time.time
@@ -35,28 +43,40 @@ class RateLimit:
 
     def reserve(self, sender: str) -> float | None:
         """Record a reply to SENDER now and return its stamp; None when one was sent recently."""
-        key = sender.lower()
+        key = sender.lower()[:MAX_KEY]
         with self._locked():
             data = self._read()
             stamp = now()
-            last = data.get(key)
-            if isinstance(last, (int, float)) and 0 <= stamp - last < self.interval:
+            kept = self._fresh(data, stamp)
+            if key in kept:
+                if len(kept) != len(data):
+                    self._write(kept)
                 return None
-            data = {
-                k: v for k, v in data.items() if isinstance(v, (int, float)) and stamp - v < self.interval
-            }
-            data[key] = stamp
-            self._write(data)
+            kept[key] = stamp
+            if len(kept) > MAX_ENTRIES:
+                newest = sorted(kept.items(), key=lambda item: item[1])[-MAX_ENTRIES:]
+                kept = dict(newest)
+            self._write(kept)
             return stamp
 
     def release(self, sender: str, stamp: float) -> None:
         """Forget the reservation STAMP (the reply was not sent after all)."""
-        key = sender.lower()
+        key = sender.lower()[:MAX_KEY]
         with self._locked():
             data = self._read()
-            if data.get(key) == stamp:
-                del data[key]
-                self._write(data)
+            kept = self._fresh(data, now())
+            if kept.get(key) == stamp:
+                del kept[key]
+            if len(kept) != len(data):
+                self._write(kept)
+
+    def _fresh(self, data: dict[str, Any], stamp: float) -> dict[str, float]:
+        """The entries of DATA that still count at STAMP: numbers within an interval of it."""
+        return {
+            k: float(v)
+            for k, v in data.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and abs(stamp - v) < self.interval
+        }
 
     def _locked(self) -> Any:
         import contextlib

@@ -52,6 +52,8 @@ ROBOT_LOCAL_PARTS = re.compile(
     re.IGNORECASE | re.VERBOSE,
 )
 LIST_HEADERS = ("Mailing-List", "X-Mailing-List", "X-List")
+# What no plain address holds: white space (Unicode's too: NEL, U+2028...), controls, <>.
+NOT_PLAIN = re.compile(r"[\s\x00-\x1f\x7f-\x9f<>]")
 PRECEDENCE_NO_REPLY = {"bulk", "list", "junk"}
 
 
@@ -61,14 +63,11 @@ def refusal(envelope: ReplyContext) -> str | None:
     if not sender:
         return "the envelope sender is <> (a bounce or an auto-reply)"
     local, at, domain = sender.rpartition("@")
-    if (
-        not at
-        or not local
-        or not domain
-        or local.startswith("-")
-        or re.search(r"[\s\x00-\x1f\x7f<>]", sender)
-    ):
+    if not at or not local or not domain or local.startswith("-") or NOT_PLAIN.search(sender):
         return f"the envelope sender {sender!r} is not a plain address"
+    config = envelope.server_config
+    if not (config is not None and config.reply.from_) and NOT_PLAIN.search(envelope.recipient):
+        return f"the address written to, {envelope.recipient!r}, cannot be the From of a reply"
     base = local.split("+", 1)[0]
     if ROBOT_LOCAL_PARTS.match(local) or ROBOT_LOCAL_PARTS.match(base):
         return f"the envelope sender {sender} is a robot's address"
@@ -77,7 +76,6 @@ def refusal(envelope: ReplyContext) -> str | None:
         return reason
     if not addressed_to_us(envelope):
         return "none of our addresses is in To/Cc (Bcc, a list or an alias): RFC 3834 section 2"
-    config = envelope.server_config
     if config is not None and config.reply.require_auth:
         reason = unauthenticated(envelope)
         if reason:
@@ -131,20 +129,28 @@ def _plain(address: str) -> str:
 
 def unauthenticated(envelope: ReplyContext) -> str | None:
     """None when SPF passed or an aligned DKIM signature passed; else why not."""
+    reason = sender_unauthenticated(envelope.auth, envelope.sender)
+    return f"require_auth: {reason}" if reason else None
+
+
+def sender_unauthenticated(auth: Any, sender: str) -> str | None:
+    """None when the checks vouch for the envelope SENDER: SPF passed for the MAIL FROM
+    identity, or a DKIM signature passed whose d= is in SENDER's organisational domain;
+    else why not.  (Not `AuthResults.aligned_pass`: a DKIM signature aligned with the
+    From field vouches for From, which a forger may set to a domain of his own.)"""
     from ..checks.orgdomain import aligned
 
-    auth = envelope.auth
     if auth is None:
-        return "require_auth: no SPF/DKIM results (checks are off)"
+        return "no SPF/DKIM results (checks are off)"
     spf = getattr(auth, "spf", None)
     if _result(spf) == "pass" and getattr(spf, "identity", "mailfrom") != "helo":
         return None
-    domain = envelope.sender.rpartition("@")[2].lower().rstrip(".")
+    domain = sender.rpartition("@")[2].lower().rstrip(".")
     for signature in getattr(auth, "dkim", None) or ():
         signer = str(getattr(signature, "domain", "") or "").lower().rstrip(".")
-        if _result(signature) == "pass" and signer and aligned(signer, domain, strict=False):
+        if _result(signature) == "pass" and signer and domain and aligned(signer, domain, strict=False):
             return None
-    return f"require_auth: SPF is {_result(spf) or 'none'} and no DKIM signature of {domain} passed"
+    return f"SPF is {_result(spf) or 'none'} and no DKIM signature of {domain or 'the sender'} passed"
 
 
 def _result(item: Any) -> str:

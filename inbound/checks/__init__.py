@@ -172,11 +172,13 @@ def _authenticate(
         elif results.arc is None:
             results.arc = ARCResult("none", 0, "")
     if settings.dmarc:
-        from .dmarc import check_dmarc
+        try:  # every From domain is evaluated (RFC 7489 6.6.1), not only the one of `domain`
+            from .dmarc import check_dmarc_from
+            from .headers import from_domains
 
-        try:
-            results.dmarc = check_dmarc(
-                domain, from_problem, results.spf, results.dkim if settings.dkim else [], resolver
+            domains, problem = from_domains(fields)
+            results.dmarc = check_dmarc_from(
+                domains, problem, results.spf, results.dkim if settings.dkim else [], resolver
             )
         except Exception as e:
             results.dmarc = DMARCResult("temperror", domain, reason=f"internal error: {type(e).__name__}")

@@ -2,10 +2,12 @@
 
 The policy record at the From domain, else at its organisational domain (the Public
 Suffix List); relaxed or strict alignment of the passing SPF identity and DKIM d=
-(adkim/aspf), p/sp, pct.  A message with no From field, several From fields, or From
-addresses in more than one domain is `permerror` (RFC 7489 6.6.1 leaves it to the
-receiver; we evaluate nothing we cannot pin to one domain).  A DNS failure of the policy
-lookup, or of an SPF/DKIM check that could have given an aligned pass, is `temperror`.
+(adkim/aspf), p/sp, pct.  When the From fields name several domains (`From: victim@a,
+me@b`, or several From fields), each is evaluated and the worst result stands, as RFC
+7489 6.6.1 asks: a failure with p=reject anywhere is a failure with p=reject
+(`check_dmarc_from`).  No From field, or no domain at all, is `permerror`.  A DNS failure
+of the policy lookup, or of an SPF/DKIM check that could have given an aligned pass, is
+`temperror`.
 
 Organisational domains and alignment are orgdomain.py's (the reply rules use them
 too).  This module reports; it refuses nothing.
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
 _DMARC_RECORD = re.compile(r"v\s*=\s*DMARC1\s*(;|$)")
 _POLICIES = ("none", "quarantine", "reject")
 _DOWNGRADE = {"reject": "quarantine", "quarantine": "none", "none": "none"}
+#: From domains of one message that are evaluated (each costs up to two TXT lookups).
+MAX_FROM_DOMAINS = 10
 
 
 def check_dmarc(
@@ -81,6 +85,47 @@ def check_dmarc(
     result.reason = "no aligned SPF or DKIM pass"
     result.disposition = policy if pct >= 100 or sample() * 100 < pct else _DOWNGRADE[policy]
     return result
+
+
+def check_dmarc_from(
+    from_domains: list[str],
+    from_problem: str,
+    spf: SPFResult | None,
+    dkim_results: list[DKIMResult],
+    resolver: Resolver,
+    *,
+    sample: Any = random.random,
+) -> DMARCResult:
+    """DMARC for a message whose From fields name FROM_DOMAINS (RFC 7489 6.6.1): each domain
+    is evaluated and the worst result stands -- a failure with the strictest disposition,
+    then temperror, permerror (FROM_PROBLEM: several From fields, an address without a
+    domain), none, and pass only when every domain passes.  More than MAX_FROM_DOMAINS
+    domains are not looked up: that is a failure with disposition reject."""
+    if not from_domains:
+        return DMARCResult("permerror", reason=from_problem or "no From domain")
+    if len(from_domains) > MAX_FROM_DOMAINS:
+        return DMARCResult(
+            "fail",
+            from_domains[0],
+            policy="reject",
+            disposition="reject",
+            reason=f"From names {len(from_domains)} domains, more than the {MAX_FROM_DOMAINS} we evaluate",
+        )
+    results = [check_dmarc(domain, "", spf, dkim_results, resolver, sample=sample) for domain in from_domains]
+    if from_problem:
+        results.append(DMARCResult("permerror", reason=from_problem))
+    worst = max(results, key=_severity)
+    if len(results) > 1:
+        worst.reason = f"{worst.reason or worst.result}; the worst of From domains {', '.join(from_domains)}"
+        if from_problem and worst.result != "permerror":
+            worst.reason += f" ({from_problem})"
+    return worst
+
+
+def _severity(result: DMARCResult) -> int:
+    if result.result == "fail":
+        return 10 + _POLICIES.index(result.disposition) if result.disposition in _POLICIES else 10
+    return {"temperror": 4, "permerror": 3, "none": 2}.get(result.result, 0)
 
 
 def _dmarc_policy(from_domain: str, resolver: Resolver) -> tuple[dict[str, str] | None, str]:

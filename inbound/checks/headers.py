@@ -1,7 +1,8 @@
-"""Raw header scanning shared by the checks: the header block, its fields, the From domain.
+"""Raw header scanning shared by the checks: the header block, its fields, the From domains.
 
 The checks read the message as bytes, exactly as received: no email-package parsing,
-so what DKIM signs is what we look at.  Nothing here decodes encoded words.
+so what DKIM signs is what we look at.  Nothing here decodes encoded words.  From
+addresses are read by inbound/addresses.py, the parser the Envelope uses.
 """
 
 from __future__ import annotations
@@ -46,22 +47,38 @@ def header_fields(message: bytes) -> list[tuple[str, str]]:
     return out
 
 
-def from_domain(fields: list[tuple[str, str]]) -> tuple[str, str]:
-    """(the From domain, "") or ("", why there is no single one)."""
+#: From values longer than this are read up to here (the Envelope reads 8 KB of each field).
+MAX_FROM_CHARS = 256 * 1024
+
+
+def from_domains(fields: list[tuple[str, str]]) -> tuple[list[str], str]:
+    """Every domain the From fields name, in order, and what is wrong with them ("" when
+    nothing): DMARC evaluates each (RFC 7489 6.6.1).  The addresses are read by the one
+    parser the Envelope uses too (inbound/addresses.py), so the From addresses a handler
+    sees are those whose domains were evaluated; malformed ones give their domains too."""
     values = [value for name, value in fields if name == "from"]
     if not values:
-        return "", "no From header field"
-    if len(values) > 1:
-        return "", "several From header fields"
-    import email.utils  # only for mail that has a From field to look at
+        return [], "no From header field"
+    from ..addresses import domains
 
-    addresses = [addr for _, addr in email.utils.getaddresses(values) if addr]
-    domains = {addr.rpartition("@")[2].strip().lower().rstrip(".") for addr in addresses if "@" in addr}
-    if not domains or "" in domains:
-        return "", "From address without a domain"
-    if len(domains) > 1:
+    found: dict[str, None] = {}  # (ordered, and each look-up costs nothing)
+    problems = ["several From header fields"] if len(values) > 1 else []
+    for value in values:
+        if len(value) > MAX_FROM_CHARS:
+            problems.append(f"From field longer than {MAX_FROM_CHARS} characters")
+        named, missing = domains(value[:MAX_FROM_CHARS])
+        found.update(dict.fromkeys(named))
+        if missing or not named:
+            problems.append("From address without a domain")
+    return list(found), "; ".join(dict.fromkeys(problems))
+
+
+def from_domain(fields: list[tuple[str, str]]) -> tuple[str, str]:
+    """(the one From domain, "") or ("", why there is not exactly one): the domain that DKIM
+    alignment and the reply rules compare with (DMARC reads from_domains)."""
+    found, problem = from_domains(fields)
+    if problem:
+        return "", problem
+    if len(found) > 1:
         return "", "From addresses in several domains"
-    domain = domains.pop()
-    if not re.fullmatch(r"[^\s()<>\[\]:;@\\,\"]+", domain):
-        return "", "From domain is not a domain name"
-    return domain, ""
+    return found[0], ""

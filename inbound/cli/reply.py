@@ -101,8 +101,10 @@ def spooled_envelope(config: Any, queue_id: str, handler: str | None = None) -> 
     for recipient in record.recipients:
         routes.setdefault(recipient.address, recipient.route)
     recipients = list(routes)
-    if os.environ.get("QUEUE_ID") == queue_id and os.environ.get("RECIPIENTS", "").split():
-        recipients = os.environ["RECIPIENTS"].split()
+    from ..delivery.runner import split_recipients
+
+    if os.environ.get("QUEUE_ID") == queue_id and split_recipients(os.environ.get("RECIPIENTS", "")):
+        recipients = split_recipients(os.environ["RECIPIENTS"])
     name = handler or os.environ.get("HANDLER") or routes.get(recipients[0] if recipients else "", "")
     return handler_envelope(
         config,

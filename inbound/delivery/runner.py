@@ -81,7 +81,7 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "LOCAL": local,
         "HOST": host,
         "EXT": ext,
-        "RECIPIENTS": " ".join(envelope.recipients),
+        "RECIPIENTS": recipients_variable(envelope.recipients),
         "REMOTE_ADDR": envelope.remote_addr,
         "REMOTE_HOST": envelope.remote_host,
         "HELO": envelope.helo,
@@ -105,6 +105,28 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         name = "CONF_" + "".join(c if c.isalnum() else "_" for c in key.upper())
         env[name] = value
     return {k: v.replace("\0", "") for k, v in env.items()}
+
+
+def recipients_variable(recipients: list[str]) -> str:
+    """$RECIPIENTS: the addresses separated by single spaces, so a shell can split it.
+
+    Only a quoted local part can hold a space (`"john doe"@example.org`; tabs and line
+    breaks cannot occur at all): in an address that starts with a double quote, each `%`
+    is written `%25` and each space `%20`.  Every other address is as it came: split on
+    spaces, then decode the items that start with `"` (split_recipients)."""
+    return " ".join(r.replace("%", "%25").replace(" ", "%20") if r.startswith('"') else r for r in recipients)
+
+
+def split_recipients(value: str) -> list[str]:
+    """The addresses of a $RECIPIENTS value (recipients_variable undone)."""
+    import re
+
+    decode = {"%20": " ", "%25": "%"}
+    return [
+        re.sub("%2[05]", lambda m: decode[m.group()], item) if item.startswith('"') else item
+        for item in value.split(" ")
+        if item
+    ]
 
 
 def message_lines(prefix: bytes, path: str) -> Iterator[bytes]:

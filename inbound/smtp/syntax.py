@@ -18,12 +18,15 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-# (non-ASCII as the negated class [^\x00-\x7f]: ranges up to U+10FFFF take 100 ms to compile)
-_ATOM = r"(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-]|[^\x00-\x7f])+"
-_LOCAL = rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|[^\x00-\x7f]|\\[\x20-\x7e])*")'
-_ALNUM = r"(?:[A-Za-z0-9]|[^\x00-\x7f])"
-_LABEL = rf"{_ALNUM}(?:(?:[A-Za-z0-9\-]|[^\x00-\x7f])*{_ALNUM})?"
-_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[^\[\]\\\s]+\])"
+# Non-ASCII as a negated class (ranges up to U+10FFFF take 100 ms to compile): UTF-8 text,
+# but not the C1 controls (NEL...) nor U+2028/U+2029, which are line breaks to Python's
+# email package and to many a terminal and log viewer (RFC 6532 3.1 refers to RFC 5198).
+_UTF8 = r"[^\x00-\x9f\u2028\u2029]"
+_ATOM = rf"(?:[A-Za-z0-9!#$%&'*+/=?^_`{{|}}~\-]|{_UTF8})+"
+_LOCAL = rf'(?:{_ATOM}(?:\.{_ATOM})*|"(?:[\x20\x21\x23-\x5b\x5d-\x7e]|{_UTF8}|\\[\x20-\x7e])*")'
+_ALNUM = rf"(?:[A-Za-z0-9]|{_UTF8})"
+_LABEL = rf"{_ALNUM}(?:(?:[A-Za-z0-9\-]|{_UTF8})*{_ALNUM})?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[[\x21-\x5a\x5e-\x7e]+\])"  # a literal: RFC 5321 dcontent
 _ATEXT = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~-")
 _LDH = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-")
 
@@ -91,7 +94,7 @@ class _Pattern:
 
 MAILBOX = _Pattern(rf"({_LOCAL})@({_DOMAIN})", _plain_mailbox)
 SOURCE_ROUTE = _Pattern(rf"@{_DOMAIN}(?:,@{_DOMAIN})*:")
-HELO_ARG = _Pattern(r"[^\x00-\x20\x7f]{1,255}", _plain_helo)
+HELO_ARG = _Pattern(r"[^\x00-\x20\x7f-\x9f\u2028\u2029]{1,255}", _plain_helo)
 PARAM_KEYWORD = _Pattern(r"[A-Za-z0-9][A-Za-z0-9\-]*", _plain_keyword)
 MAX_ADDRESS = 320
 

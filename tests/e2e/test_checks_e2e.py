@@ -95,6 +95,21 @@ def test_dmarc_reject_refuses_a_p_reject_failure_before_the_250(server: Server, 
     assert server.got() == [] and server.ids("queue") == [] and server.ids("incoming") == []
 
 
+def test_dmarc_reject_is_not_bypassed_by_a_second_from_address(server: Server, dns_server) -> None:  # type: ignore[no-untyped-def]
+    """Issue 13: `From: victim, me@evil` gave permerror, and only fail was refused."""
+    dns_server.serve(zone("reject"))
+    checks_on(server, dns_server, dmarc_reject="yes")
+    for from_ in (
+        b"alice@sender.example, me@evil.example",
+        b"Me <me@evil.example>, Alice <alice@sender.example>",
+        b"me@evil.example\r\nFrom: alice@sender.example",
+    ):
+        message = b"From: " + from_ + b"\r\nTo: sink@example.org\r\nSubject: forged\r\n\r\nPay now.\r\n"
+        out = send(server, message, remote_addr="203.0.113.66")
+        assert replies(out)[-2] == b"550 5.7.1 Message rejected by the DMARC policy of sender.example", from_
+    assert server.got() == [] and server.ids("queue") == [] and server.ids("incoming") == []
+
+
 def test_dmarc_reject_lets_p_none_failures_and_passing_mail_through(server: Server, dns_server) -> None:  # type: ignore[no-untyped-def]
     dns_server.serve(zone("none"))
     checks_on(server, dns_server, dmarc_reject="yes")

@@ -249,6 +249,18 @@ def test_webhook_without_secret_sends_no_signature(config: Config, http_hook: Ho
     assert "x-mailserver-signature" not in http_hook.requests[0][0]
 
 
+def test_webhook_posts_raw_utf8_display_names(config: Config, http_hook: Hook) -> None:
+    """Ordinary international mail: raw UTF-8 in From (it came back as lone surrogates and
+    the JSON body could not be encoded)."""
+    env = envelope(config, "webhook", {"url": http_hook.url})
+    env._raw = (
+        b"From: J\xc3\xb6rg \xff <j\xc3\xb6rg@example.net>\r\nSubject: Gr\xc3\xbc\xc3\x9fe\r\n\r\nHallo.\r\n"
+    )
+    example("webhook").handle(env)
+    data = json.loads(http_hook.requests[0][1])
+    assert data["from"] == ["Jörg \ufffd <jörg@example.net>"] and data["subject"] == "Grüße"
+
+
 @pytest.mark.parametrize(
     "status, outcome",
     [(400, Reject), (404, Reject), (429, TempFail), (500, TempFail), (503, TempFail), (302, TempFail)],

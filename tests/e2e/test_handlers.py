@@ -137,6 +137,42 @@ def test_hostile_addresses_reach_programs_without_shell_interpolation(server: Se
     assert not (server.handlers / "pwned").exists() and not (server.root / "pwned").exists()
 
 
+SPLIT_RECIPIENTS = """\
+#!/bin/sh
+# the README's way of reading $RECIPIENTS in a shell
+cat > /dev/null
+set -f
+for r in $RECIPIENTS; do
+    case $r in '"'*) r=$(printf '%s\\n' "$r" | sed 's/%20/ /g; s/%25/%/g') ;; esac
+    printf '%s\\n' "$r" >> "$(dirname "$0")/../split.txt"
+done
+"""
+
+
+def test_recipients_with_spaces_split_unambiguously_in_a_shell(server: Server) -> None:
+    """Issue 13: a quoted local part with a space made $RECIPIENTS ambiguous."""
+    server.add_program("split", SPLIT_RECIPIENTS)
+    server.write_config(handlers={"catchall": "split"})
+    recipients = [
+        '"john doe"@example.org',
+        "plain+x@example.org",
+        '"50% off, %20"@example.org',
+        '"x"@example.org',
+    ]
+    out = server.smtp(dialogue(*recipients))
+    assert codes(out)[-2:] == [250, 221]
+    assert (server.root / "split.txt").read_text().splitlines() == recipients
+    from inbound.delivery.runner import recipients_variable, split_recipients
+
+    value = recipients_variable(recipients)
+    assert (
+        value
+        == '"john%20doe"@example.org plain+x@example.org "50%25%20off,%20%2520"@example.org "x"@example.org'
+    )
+    assert split_recipients(value) == recipients
+    assert recipients_variable(["a@example.org", "b@example.org"]) == "a@example.org b@example.org"
+
+
 def test_program_output_is_logged_with_the_handler_name(server: Server) -> None:
     server.add_program("talker", "#!/bin/sh\necho 'hello from talker'\necho oops >&2\ncat >/dev/null\n")
     mail(server, "talker@example.org")

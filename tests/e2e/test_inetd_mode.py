@@ -122,6 +122,25 @@ def test_the_summary_says_each_transactions_final_reply_not_the_quit(server: Ser
     assert 'reply="550 5.7.1 Message refused: rejected: no thanks | 250 2.0.0 OK queued as ' in line
 
 
+def test_control_characters_from_the_client_are_escaped_in_the_log(server: Server) -> None:
+    """Escape sequences and bells from the client (and a handler's output) are written as
+    escapes: each log line stays one line of printable text."""
+    server.add_program("noisy", "#!/bin/sh\ncat > /dev/null\nprintf 'clear\\033[2J bell\\007 end\\n'\n")
+    out = server.smtp(
+        EHLO
+        + b"MAIL FROM:<alice@sender.example>\r\nRCPT TO:<noisy@example.org>\r\nDATA\r\n"
+        + MESSAGE
+        + b".\r\n"
+    )
+    assert codes(out) == [220, 250, 250, 250, 354, 250]
+    # with no message, the summary line logs the last reply, which quotes the client
+    assert codes(server.smtp(EHLO + b"MAIL FROM:<\x1b]2;owned\x07\x0b\x0c@x>\r\n")) == [220, 250, 501]
+    log = wait_until(lambda: "bell" in server.log() and server.log(), what="the handler's output logged")
+    assert all(c == "\n" or c.isprintable() for c in log), [c for c in log if not c.isprintable()]
+    assert "<\\x1b]2;owned\\x07\\x0b\\x0c@x>" in log
+    assert "clear\\x1b[2J bell\\x07 end" in log
+
+
 def test_the_client_is_released_before_handlers_run(server: Server) -> None:
     """The session ends (EOF on our stdout) while a slow handler is still running."""
     server.add_program("slow", "#!/bin/sh\nsleep 3\ncat > /dev/null\n")

@@ -79,8 +79,11 @@ def handler() -> Any:
     return loaded.module
 
 
+SPF_PASS = SimpleNamespace(spf=SimpleNamespace(result="pass", identity="mailfrom"), dkim=[], dmarc=None)
+
+
 def envelope(
-    config: Config, settings: dict[str, str], sender: str = "svn@example.org", auth: Any = None
+    config: Config, settings: dict[str, str], sender: str = "svn@example.org", auth: Any = SPF_PASS
 ) -> Envelope:
     return Envelope(
         queue_id="Q1",
@@ -112,6 +115,39 @@ def test_mail_from_another_sender_is_ignored(repos: Repos, config: Config) -> No
     handler().handle(envelope(config, settings(repos), sender="mallory@example.net"))
     handler().handle(envelope(config, {"mirror": repos.mirror_url}))  # no senders configured: nobody
     assert repos.youngest(repos.mirror) == 0
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [
+        None,  # the checks are off
+        SimpleNamespace(spf=SimpleNamespace(result="none"), dkim=[], dmarc=None),  # no SPF record
+        SimpleNamespace(spf=SimpleNamespace(result="neutral"), dkim=[], dmarc=SimpleNamespace(result="none")),
+        SimpleNamespace(spf=SimpleNamespace(result="pass", identity="helo"), dkim=[], dmarc=None),
+        # signed by the forger's own domain, which he also put in From: aligned with From, not the sender
+        SimpleNamespace(
+            spf=SimpleNamespace(result="none"),
+            dkim=[SimpleNamespace(result="pass", domain="evil.example")],
+            dmarc=SimpleNamespace(result="pass"),
+        ),
+    ],
+    ids=["checks-off", "spf-none", "spf-neutral", "helo-only", "dkim-of-another-domain"],
+)
+def test_an_allowed_sender_the_checks_do_not_authenticate_is_ignored(
+    repos: Repos, config: Config, auth: Any
+) -> None:
+    """Issue 13: a forged allow-listed sender whose domain has no SPF, or with checks off,
+    ran svnsync."""
+    handler().handle(envelope(config, settings(repos), auth=auth))
+    assert repos.youngest(repos.mirror) == 0
+
+
+def test_a_dkim_signature_of_the_senders_domain_is_enough(repos: Repos, config: Config) -> None:
+    auth = SimpleNamespace(
+        spf=SimpleNamespace(result="none"), dkim=[SimpleNamespace(result="pass", domain="mail.example.org")]
+    )
+    handler().handle(envelope(config, settings(repos), auth=auth))
+    assert repos.youngest(repos.mirror) == 1
 
 
 @pytest.mark.parametrize(
@@ -209,3 +245,27 @@ def test_a_hanging_svnsync_is_killed_at_the_timeout(repos: Repos, config: Config
     with pytest.raises(TempFail, match="longer than 0.3 s"):
         handler().handle(envelope(config, settings(repos, svnsync=str(fake), timeout="0.3")))
     assert time.monotonic() - started < 5
+
+
+def test_a_forged_commit_mail_over_smtp_does_not_sync(repos: Repos, server: Server, dns_server: Any) -> None:
+    """The whole path: SMTP over pipes, the checks against the real DNS test server, the
+    shipped handler.  example.org publishes no SPF record: the forged mail is ignored;
+    once it authorises the client, the same mail syncs."""
+    shutil.copy(ROOT / "handlers" / "svnsync.py", server.handlers / "svnsync.py")
+    host, port = dns_server.address
+    server.write_config(
+        checks={"spf": "yes", "dkim": "yes", "dmarc": "yes", "arc": "no", "dns_servers": f"{host}:{port}"},
+        handler__svnsync={"mirror": repos.mirror_url, "senders": "svn@example.org"},
+    )
+    mail = COMMIT_MAIL.replace(b"@localhost", b"@example.org")
+    dialogue = (
+        b"EHLO svn.example.org\r\nMAIL FROM:<svn@example.org>\r\nRCPT TO:<svnsync@example.org>\r\n"
+        b"DATA\r\n" + mail + b".\r\nQUIT\r\n"
+    )
+    dns_server.serve({})
+    assert b"\r\n250 2.0.0" in server.smtp(dialogue, remote_addr="203.0.113.9")
+    assert repos.youngest(repos.mirror) == 0
+    assert "svnsync: ignored mail from <svn@example.org>: not authenticated: SPF is none" in server.log()
+    dns_server.serve({"example.org": [{"TXT": "v=spf1 ip4:192.0.2.10 -all"}]})
+    assert b"\r\n250 2.0.0" in server.smtp(dialogue, remote_addr="192.0.2.10")
+    assert repos.youngest(repos.mirror) == 1

@@ -156,12 +156,12 @@ def dmarc_of(dns_server: Any, headers: bytes, zone: dict | None = None) -> AuthR
     ("headers", "why"),
     [
         (b"Subject: no from\r\n", "no From"),
-        (b"From: a@example.com\r\nFrom: b@example.com\r\n", "several From header fields"),
-        (b"From: a@example.com, b@example.net\r\n", "several domains"),
         (b"From: undisclosed-recipients:;\r\n", "without a domain"),
         (b"From: just-a-local-part\r\n", "without a domain"),
+        (b"From: a@[192.0.2.1]\r\n", "without a domain"),
+        (b"From: =?utf-8?q?a@example.com?=\r\n", "without a domain"),
     ],
-    ids=["missing", "two-fields", "two-domains", "empty-group", "no-domain"],
+    ids=["missing", "empty-group", "no-domain", "address-literal", "encoded-word"],
 )
 def test_from_field_without_one_domain_is_permerror(dns_server: Any, headers: bytes, why: str) -> None:
     auth = dmarc_of(dns_server, headers)
@@ -170,6 +170,56 @@ def test_from_field_without_one_domain_is_permerror(dns_server: Any, headers: by
     assert why in auth.dmarc.reason
     assert not auth.dmarc_rejects()
     assert "dmarc=permerror" in auth.header_value()
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"From: victim@example.com, me@example.net\r\n",  # issue 13: permerror, not refused
+        b"From: me@example.net, Victim <victim@example.com>\r\n",
+        b"From: me@example.net\r\nFrom: victim@example.com\r\n",
+        b"From: me@example.net, victim@example.com, just-a-local-part\r\n",
+        b"From: victim@example.com@example.net\r\n",
+        b"From: <me@example.net> victim@example.com\r\n",
+        b"From: (\") victim@example.com\r\n",
+        b"From: g: me@example.net, victim@example.com;\r\n",
+    ],
+    ids=["two-domains", "victim-second", "two-fields", "with-a-broken-one", "two-ats", "no-comma",
+         "quote-in-comment", "group"],
+)  # fmt: skip
+def test_every_from_domain_is_evaluated_and_a_reject_policy_anywhere_rejects(
+    dns_server: Any, headers: bytes
+) -> None:
+    """RFC 7489 6.6.1: with several From domains each is evaluated; the strictest failure wins."""
+    auth = dmarc_of(dns_server, headers)
+    assert auth.dmarc is not None
+    assert (auth.dmarc.result, auth.dmarc.disposition, auth.dmarc.from_domain) == (
+        "fail",
+        "reject",
+        "example.com",
+    )
+    assert auth.dmarc_rejects()
+    assert "dmarc=fail" in auth.header_value()
+
+
+def test_several_from_domains_pass_only_when_each_passes(dns_server: Any) -> None:
+    zone = {"_dmarc.example.com": [{"TXT": "v=DMARC1; p=none"}], "_dmarc.example.net": [{"TXT": REJECT}]}
+    auth = dmarc_of(dns_server, b"From: a@example.com, b@example.net\r\n", zone)
+    assert auth.dmarc is not None and (auth.dmarc.result, auth.dmarc.from_domain) == ("fail", "example.net")
+    zone = {"_dmarc.example.com": ["SERVFAIL"]}
+    auth = dmarc_of(dns_server, b"From: a@example.com, b@example.net\r\n", zone)
+    assert auth.dmarc is not None and auth.dmarc.result == "temperror" and not auth.dmarc_rejects()
+    auth = dmarc_of(dns_server, b"From: a@example.org, b@example.net\r\n", {})
+    assert auth.dmarc is not None and auth.dmarc.result == "none"
+    assert auth.from_domain == ""  # no single From domain for alignment
+
+
+def test_more_from_domains_than_we_evaluate_is_a_reject_failure(dns_server: Any) -> None:
+    many = b", ".join(b"a@d%d.example" % n for n in range(11))
+    auth = dmarc_of(dns_server, b"From: " + many + b"\r\n", {})
+    assert auth.dmarc is not None and auth.dmarc_rejects()
+    assert "more than the 10" in auth.dmarc.reason
+    assert len(dns_server.queries) == 0  # nothing looked up
 
 
 def test_several_from_addresses_in_one_domain_are_evaluated(dns_server: Any) -> None:

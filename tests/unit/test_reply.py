@@ -310,6 +310,41 @@ def test_a_failed_send_does_not_use_up_the_days_reply(config: Config) -> None:
     assert limit.reserve("alice@example.net") is not None
 
 
+def test_the_reply_memory_forgets_old_senders_and_stays_bounded(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 13: the store grew without bound (entries dated ahead of the clock were kept
+    forever, and nothing bounded how many senders it held)."""
+    import json
+
+    clock = [1_000_000.0]
+    monkeypatch.setattr(ratelimit, "now", lambda: clock[0])
+    monkeypatch.setattr(ratelimit, "MAX_ENTRIES", 50, raising=False)
+    limit = RateLimit(config.server.spool, "8ball")
+
+    def stored() -> dict[str, float]:
+        with open(limit.path, encoding="utf-8") as f:
+            return json.load(f)  # type: ignore[no-any-return]
+
+    for n in range(200):  # many senders within one day: the newest MAX_ENTRIES are kept
+        clock[0] += 1
+        assert limit.reserve(f"forged{n}@example.net") is not None
+    assert (
+        len(stored()) == 50 and "forged199@example.net" in stored() and "forged0@example.net" not in stored()
+    )
+    assert limit.reserve("forged199@example.net") is None  # the newest still count
+    limit._write({**stored(), "ahead@example.net": clock[0] + 10 * ratelimit.REPLY_INTERVAL, "junk": "x"})
+    clock[0] += ratelimit.REPLY_INTERVAL + 1  # a day later, one sender asks again
+    assert limit.reserve("forged0@example.net") is not None
+    assert stored() == {"forged0@example.net": clock[0]}  # the rest expired, never answered again
+    clock[0] += ratelimit.REPLY_INTERVAL + 1
+    assert limit.reserve("forged0@example.net") is not None and len(stored()) == 1
+    clock[0] += 10
+    assert limit.reserve("forged0@example.net") is None  # a refused look-up prunes too
+    limit.release("forged0@example.net", 0.0)
+    assert len(stored()) == 1
+
+
 # -- require_auth -------------------------------------------------------------------------------
 
 
