@@ -11,8 +11,9 @@ handlers/ (mail to reports@ reaches it; add a `[routes]` line for other addresse
                                                     ; paths are relative to the config file
     timeout  = 30                                   ; seconds to wait while the database is busy
 
-What it reads.  Every MIME part of the message that is not text/plain, text/html or inside an
-attached message: an attachment or the body itself.  A part is a report by its content, not
+What it reads.  Every MIME part of the message (an attachment or the body itself) but the
+message's own text (text/plain or text/html without a file name) and what is inside an
+attached message (the signature does not vouch for that).  A part is a report by its content, not
 its name: after at most one layer of gzip (`.xml.gz`, `application/tlsrpt+gzip`, also several
 gzip members or trailing line ends) or zip (`.zip`, its members), XML whose root is
 `<feedback>` is a DMARC aggregate report (RFC 7489 appendix C, with or without a namespace,
@@ -163,7 +164,7 @@ MAX_CENTRAL_DIRECTORY = 16 * 1024
 CHUNK = 64 * 1024
 GZIP_MAGIC = b"\x1f\x8b"
 ZIP_MAGIC = b"PK\x03\x04"
-SKIPPED_TYPES = ("text/plain", "text/html")
+TEXT_TYPES = ("text/plain", "text/html")  # the message's own text, unless attached as a file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dmarc_reports (
@@ -324,6 +325,11 @@ class Budget:
     def __init__(self) -> None:
         self.left = MAX_REPORT_BYTES
 
+    def spend(self, octets: int, what: str) -> None:
+        self.left -= octets
+        if self.left < 0:
+            raise ReportError(f"{what}: more than {MAX_REPORT_BYTES // MiB} MiB of reports once expanded")
+
     def meter(self, compressed_size: int, what: str) -> "Meter":
         return Meter(self, max(RATIO_FLOOR, MAX_RATIO * compressed_size), what)
 
@@ -338,12 +344,8 @@ class Meter:
         self.produced = 0
 
     def count(self, octets: int) -> None:
+        self.budget.spend(octets, self.what)
         self.produced += octets
-        self.budget.left -= octets
-        if self.budget.left < 0:
-            raise ReportError(
-                f"{self.what}: more than {MAX_REPORT_BYTES // MiB} MiB of reports once expanded"
-            )
         if self.produced > self.ratio_limit:
             raise ReportError(f"{self.what}: expands more than {MAX_RATIO} times (a decompression bomb?)")
 
@@ -363,8 +365,8 @@ def find_reports(message) -> list[tuple[str, str, bytes]]:
 
 
 def report_parts(message):
-    """(name, decoded bytes) of each leaf MIME part that may hold a report: not text/plain or
-    text/html, not inside an attached message."""
+    """(name, decoded bytes) of each leaf MIME part that may hold a report: not the message's
+    own text (text/plain or text/html without a file name), not inside an attached message."""
     stack = [message]
     while stack:
         part = stack.pop()
@@ -373,15 +375,15 @@ def report_parts(message):
                 children = part.get_payload()
                 stack.extend(reversed(children if isinstance(children, list) else []))
             continue
-        content_type = part.get_content_type()
-        if content_type in SKIPPED_TYPES or part.get_content_maintype() == "message":
+        content_type, filename = part.get_content_type(), part.get_filename()
+        if (content_type in TEXT_TYPES and not filename) or part.get_content_maintype() == "message":
             continue
         try:
             data = part.get_payload(decode=True)
         except Exception:  # a broken transfer encoding: nothing to read
             data = None
         if isinstance(data, bytes) and data:
-            yield part.get_filename() or content_type, data
+            yield filename or content_type, data
 
 
 def unpack(name: str, data: bytes, budget: Budget) -> list[tuple[str, bytes]]:
@@ -390,7 +392,7 @@ def unpack(name: str, data: bytes, budget: Budget) -> list[tuple[str, bytes]]:
         return [(name, gunzip(data, budget.meter(len(data), name)))]
     if data.startswith(ZIP_MAGIC):
         return unzip(name, data, budget.meter(len(data), name))
-    Meter(budget, len(data), name).count(len(data))
+    budget.spend(len(data), name)
     return [(name, data)]
 
 
@@ -827,12 +829,13 @@ def store_dmarc(db, stamp: dict, document: bytes) -> str:
     if cursor.rowcount == 0:
         items.close()
         return f"{what} was already stored"
-    records = [0]
+    report_row, stored = cursor.lastrowid, 0
 
     def rows():
-        for record in items:
-            records[0] += 1
-            yield {**record, "report": cursor.lastrowid}
+        nonlocal stored
+        for record in items:  # parsed one by one as sqlite asks for them
+            stored += 1
+            yield {**record, "report": report_row}
 
     db.executemany(
         "INSERT INTO dmarc_records (report, source_ip, count, disposition, dkim_aligned, spf_aligned, dmarc,"
@@ -841,7 +844,7 @@ def store_dmarc(db, stamp: dict, document: bytes) -> str:
         " :envelope_from, :envelope_to, :dkim_results, :spf_results)",
         rows(),
     )
-    return f"stored {what}: {records[0]} record{'' if records[0] == 1 else 's'}"
+    return f"stored {what}: {plural(stored, 'record')}"
 
 
 def store_tlsrpt(db, stamp: dict, document: bytes) -> str:

@@ -177,6 +177,15 @@ def test_a_report_that_is_the_whole_message_body_is_stored(reports: Any, databas
     assert rows(database, "SELECT report_id FROM dmarc_reports") == [("in-body",)]
 
 
+def test_a_report_attached_as_text_is_read_and_the_message_text_is_not(reports: Any, database: Path) -> None:
+    message = samples.report_message(("report.xml", "text/xml", samples.dmarc_xml("as-text")))
+    html = message.replace(
+        b"This is an aggregate report.", b"<html><p>This is an aggregate report.</p></html>"
+    )
+    reports.handle(envelope(html.replace(b"text/xml", b"text/plain"), database, passing()))
+    assert rows(database, "SELECT report_id FROM dmarc_reports") == [("as-text",)]
+
+
 def test_a_gzip_file_of_several_members_with_trailing_line_ends_is_read_whole(
     reports: Any, database: Path
 ) -> None:
