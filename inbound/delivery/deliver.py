@@ -160,8 +160,19 @@ class Delivery:
             _checked_here.add(record.queue_id)
             if results.dns_budget:
                 log.warning("%s: checks stopped: DNS budget spent (%s)", record.queue_id, results.dns_budget)
+                self.remember_costly_client(record, results.dns_budget)
         state.authres = results.header_value(hostname) if results else f"{hostname}; none"
         return results
+
+    def remember_costly_client(self, record: Record, why: str) -> None:
+        """A client whose message spent the DNS budget is turned away at connect for a while
+        (the per-client memory, when [limits] keeps one): its names make us query others."""
+        limits = self.config.limits
+        if not (limits.rate or limits.pregreet or self.config.checks.dnsbl) or not record.remote_addr:
+            return
+        from ..clients import ClientMemory
+
+        ClientMemory(self.config.server.spool).punish(record.remote_addr, f"DNS budget spent: {why}")
 
     def checks(self, folder: str, record: Record, state: State) -> AuthResults | None:
         """authenticate() inside the checks' one exception boundary: they report, and a bug

@@ -60,3 +60,26 @@ def test_a_hostile_message_is_checked_within_the_budget(server: Server, dns_serv
         folder = next(server.spool.glob(f"*/{queue_id}"))
         state = json.loads((folder / "state.json").read_text())
         assert state["auth"]["dns_budget"] == spent
+
+
+def test_a_client_whose_message_spent_the_budget_is_turned_away_for_a_while(
+    server: Server, dns_server
+) -> None:  # type: ignore[no-untyped-def]
+    dns_server.serve(hostile_dns.zone("chains"))
+    host, port = dns_server.address
+    server.write_config(
+        checks={
+            **{check: "yes" for check in ("spf", "dkim", "dmarc", "arc", "dmarc_reject")},
+            "dns_servers": f"{host}:{port}",
+            "dns_timeout": str(DNS_TIMEOUT),
+        },
+        limits={"rate": "100"},  # the per-client memory is on
+    )
+    session = (
+        b"EHLO mail.evil.example\r\nMAIL FROM:<boss@evil.example>\r\nRCPT TO:<sink@example.org>\r\n"
+        b"DATA\r\n" + hostile_dns.message() + b".\r\nQUIT\r\n"
+    )
+    assert codes(server.smtp(session, remote_addr="192.0.2.10", timeout=60))[-2] == 250  # accepted, once
+    again = server.smtp(b"QUIT\r\n", remote_addr="192.0.2.10")
+    assert codes(again) == [421]
+    assert codes(server.smtp(b"QUIT\r\n", remote_addr="192.0.2.11")) == [220, 221]
