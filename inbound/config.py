@@ -311,6 +311,11 @@ def cached(cache: str, path: str, data: bytes) -> Config | None:
 def _save(cache: str, path: str, data: bytes, config: Config) -> None:
     import marshal
 
+    try:  # only the spool's owner keeps the cache (root running `queue` or `check` does not)
+        if os.stat(os.path.dirname(os.path.dirname(cache))).st_uid != os.geteuid():
+            return
+    except OSError:
+        return
     frozen = {name: _frozen(value) for name, value in vars(config).items()}
     tmp = f"{cache}.{os.getpid()}.tmp"
     try:

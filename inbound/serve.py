@@ -67,6 +67,7 @@ def warm_up(config: Config) -> None:
         import dkim as dkimpy  # noqa: F401
         import spf as pyspf  # noqa: F401
 
+        orgdomain.use_cache_dir(os.path.join(config.server.spool, "cache"))  # where children look
         orgdomain.organizational_domain("warm.example")
     except Exception:  # a child will report a broken library the way inetd mode does
         log.exception("serve: warming the check stack failed")

@@ -43,6 +43,9 @@ def _inetd_config(argv: list[str]) -> str | None:
     return None
 
 
+CONFIG_HELP = "config file (default: $MAILSERVER_CONFIG, else config.ini beside mailserver.py)"
+
+
 def _commands(argv: list[str]) -> int:
     import argparse
 
@@ -65,9 +68,9 @@ def _commands(argv: list[str]) -> int:
     listen_cmd = commands.add_parser(
         "listen", help="listen on HOST:PORT, one process per connection (dev mode)"
     )
-    listen_cmd.add_argument("--host", default="127.0.0.1")
-    listen_cmd.add_argument("--port", type=int, default=2525)
-    listen_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+    listen_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    listen_cmd.add_argument("--port", type=int, default=2525, help="port (default 2525)")
+    listen_cmd.add_argument("--config", "-c", dest="sub_config", metavar="FILE", help=CONFIG_HELP)
 
     serve_cmd = commands.add_parser(
         "serve", help="fast mode: a warm master that forks a fresh process per connection"
@@ -77,7 +80,7 @@ def _commands(argv: list[str]) -> int:
         metavar="HOST:PORT",
         help="bind HOST:PORT (default: the socket from systemd Accept=no or xinetd wait = yes)",
     )
-    serve_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+    serve_cmd.add_argument("--config", "-c", dest="sub_config", metavar="FILE", help=CONFIG_HELP)
 
     deliver_cmd = commands.add_parser(
         "deliver", help="run a message through checks and handlers without SMTP"
@@ -86,13 +89,13 @@ def _commands(argv: list[str]) -> int:
     deliver_cmd.add_argument("--to", action="append", required=True, help="recipient (repeat for more)")
     deliver_cmd.add_argument("--dry-run", action="store_true", help="only print what would run")
     deliver_cmd.add_argument("file", help="message file, or - for stdin")
-    deliver_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+    deliver_cmd.add_argument("--config", "-c", dest="sub_config", metavar="FILE", help=CONFIG_HELP)
 
     send_cmd = commands.add_parser("send", help="send a test message to a server (trigger an automation)")
     from .send import add_arguments
 
     add_arguments(send_cmd)
-    send_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+    send_cmd.add_argument("--config", "-c", dest="sub_config", metavar="FILE", help=CONFIG_HELP)
 
     queue_cmd = commands.add_parser("queue", help="show, inspect and retry deferred and failed messages")
     group = queue_cmd.add_mutually_exclusive_group()
@@ -108,10 +111,10 @@ def _commands(argv: list[str]) -> int:
     queue_cmd.add_argument("--failed", action="store_true", help="with --list: the messages in failed/")
     queue_cmd.add_argument("--now", action="store_true", help="with --run: ignore the backoff")
     queue_cmd.add_argument("-v", "--verbose", action="store_true", help="with --run: say what was done")
-    queue_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+    queue_cmd.add_argument("--config", "-c", dest="sub_config", metavar="FILE", help=CONFIG_HELP)
 
     check_cmd = commands.add_parser("check", help="validate config and handlers; print the routes")
-    check_cmd.add_argument("--config", "-c", dest="sub_config", help=argparse.SUPPRESS)
+    check_cmd.add_argument("--config", "-c", dest="sub_config", metavar="FILE", help=CONFIG_HELP)
 
     args = parser.parse_args(argv)
     if not args.command:

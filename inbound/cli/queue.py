@@ -161,9 +161,9 @@ def run_queue(delivery: Queue, *, now: bool, verbose: bool) -> int:
         failed = sum(1 for r in results if r.folder == "failed")
         deferred = sum(1 for r in results if r.folder == "queue")
         soonest = min((row["next_try"] for row in waiting), default=0.0)
-        when = f"next in {age(max(0.0, soonest - time.time()))}" if waiting else "nothing waits"
+        when = f"next in {age(max(0.0, soonest - time.time()))}" if waiting else "the queue is empty"
         tried = f"{len(results)} tried: {done} done, {deferred} deferred, {failed} failed"
-        print(f"{tried}; {len(waiting)} waiting, {when}")
+        print(f"{tried}; {len(waiting)} waiting, {when}" if waiting else f"{tried}; {when}")
     return EX_OK
 
 

@@ -97,3 +97,15 @@ def test_the_scan_finds_the_spool_as_configparser_does(tmp_path: Path) -> None:
     )
     assert config._scan(data) == {"hostname": "mx.example", "spool": "/var/x"}
     assert config._cache_path(str(tmp_path / "c.ini"), data) == "/var/x/cache/config.marshal"
+
+
+def test_a_process_that_does_not_own_the_spool_keeps_no_cache(spooled: Server) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root to stand for another owner")
+    os.chown(spooled.spool, 65534, 65534)  # nobody's, as mailserver's is; we are root
+    config.load(str(spooled.config))
+    assert not cache_of(spooled).exists()  # root running `queue` or `check` leaves no root file
