@@ -17,6 +17,7 @@ from .settings import (  # noqa: F401  (re-exported: callers import them from he
     CheckSettings,
     Config,
     ConfigError,
+    ForwardSettings,
     HandlerSettings,
     LimitSettings,
     ReplySettings,
@@ -157,6 +158,7 @@ def parse(path: str) -> Config:
         reply=ReplySettings(**reply),  # type: ignore[arg-type]
         serve=ServeSettings(**values["serve"]),  # type: ignore[arg-type]
         limits=LimitSettings(**values["limits"]),  # type: ignore[arg-type]
+        forward=ForwardSettings(**values["forward"]),  # type: ignore[arg-type]
         routes=tuple(routes),
         handler_config=handler_config,
     )

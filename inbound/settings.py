@@ -52,6 +52,7 @@ class HandlerSettings(Settings):
     retry_for: float
     keep_done: float
     catchall: str
+    dedupe_days: float
 
 
 class CheckSettings(Settings):
@@ -64,12 +65,22 @@ class CheckSettings(Settings):
     dns_timeout: float
     dnsbl: tuple[str, ...]
     dnsbl_reject: bool
+    rspamd: str
+    spam_reject: bool
+    clamd: str
+    virus_reject: bool
 
 
 class LimitSettings(Settings):
     rate: int
     rate_window: float
     pregreet: float
+
+
+class ForwardSettings(Settings):
+    srs_domain: str
+    srs_secret: str
+    bounces: str
 
 
 class ServeSettings(Settings):
@@ -102,6 +113,7 @@ class Config(Settings):
     checks: CheckSettings
     reply: ReplySettings
     serve: ServeSettings
+    forward: ForwardSettings
     limits: LimitSettings
     routes: tuple[tuple[str, str], ...]
     handler_config: dict[str, dict[str, str]]
@@ -137,6 +149,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "retry_for": ("float", "432000"),
         "keep_done": ("float", "0"),
         "catchall": ("str", ""),
+        "dedupe_days": ("float", "7"),  # SPEC: duplicates (accepted; not acted on yet)
     },
     "checks": {
         "spf": ("bool", "yes"),
@@ -148,6 +161,16 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dns_timeout": ("timeout", "5"),
         "dnsbl": ("domains", ""),
         "dnsbl_reject": ("bool", "yes"),
+        # SPEC: spam and virus verdicts (accepted; no scanner is asked yet)
+        "rspamd": ("str", ""),
+        "spam_reject": ("bool", "no"),
+        "clamd": ("str", ""),
+        "virus_reject": ("bool", "yes"),
+    },
+    "forward": {  # SPEC: envelope.forward() (accepted; not implemented yet)
+        "srs_domain": ("str", ""),
+        "srs_secret": ("str", ""),
+        "bounces": ("str", ""),
     },
     "limits": {
         "rate": ("int", "0"),

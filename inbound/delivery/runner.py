@@ -89,6 +89,10 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "HANDLER": envelope.handler,
         "AUTHENTICATION_RESULTS": authres,
         "DNSBL": " ".join(envelope.dnsbl),
+        "SPAM_SCORE": "",  # no scanner is asked yet ([checks] rspamd): '' as SPEC says for "not configured"
+        "SPAM_ACTION": "",
+        "VIRUS": "",
+        "DUPLICATE": "",
         "SPF_RESULT": "none",
         "DKIM_RESULT": "none",
         "DMARC_RESULT": "none",
