@@ -14,6 +14,20 @@ attachments (filename, content_type, size, data in base64).  Headers:
     X-Mailserver-Queue-Id: <queue id>
     X-Mailserver-Signature: sha256=<hex HMAC-SHA256 of the exact body bytes with `secret`>
 
+and, with a secret, the Standard Webhooks headers (https://www.standardwebhooks.com),
+whose signature also covers the id and the time, so a captured request cannot be
+replayed later or as another message:
+
+    webhook-id:        <queue id>  (the same on every retry of this message: dedupe on it)
+    webhook-timestamp: <seconds since the epoch, when this attempt was sent>
+    webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body" with the key>
+
+The key is `secret` itself, or with a `whsec_` prefix the base64 after it (the form the
+Standard Webhooks libraries generate).  A receiver with the `standardwebhooks` package:
+
+    from standardwebhooks import Webhook
+    Webhook(secret if secret.startswith("whsec_") else secret.encode()).verify(body, headers)
+
 Verify it on the receiving side before trusting the body, in constant time, over the
 body's bytes as they arrived (not a re-encoded JSON), e.g. in Python:
 
@@ -56,6 +70,7 @@ def handle(envelope):
     secret = envelope.config.get("secret", "")
     if secret:
         headers["X-Mailserver-Signature"] = signature(secret, body)
+        headers.update(standard_webhook_headers(secret, envelope.queue_id, body))
     timeout = float(envelope.config.get("timeout", "30") or 30)
     request = urllib.request.Request(url, data=body, headers=headers, method="POST")
     opener = urllib.request.build_opener(NoRedirect)
@@ -78,6 +93,20 @@ def signature(secret: str, body: bytes) -> str:
     import hmac
 
     return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def standard_webhook_headers(secret: str, message_id: str, body: bytes, now: float | None = None) -> dict:
+    """webhook-id, webhook-timestamp and webhook-signature (Standard Webhooks, v1)."""
+    import base64
+    import hashlib
+    import hmac
+    import time
+
+    key = base64.b64decode(secret[len("whsec_") :] + "==") if secret.startswith("whsec_") else secret.encode()
+    stamp = str(int(time.time() if now is None else now))
+    signed = f"{message_id}.{stamp}.".encode() + body
+    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"webhook-id": message_id, "webhook-timestamp": stamp, "webhook-signature": f"v1,{digest}"}
 
 
 def snippet(error) -> str:

@@ -240,8 +240,33 @@ def test_webhook_posts_signed_json(config: Config, http_hook: Hook) -> None:
     exec(snippet, scope)
     assert scope["verified"](b"s3cret", body, headers["x-mailserver-signature"])
     assert not scope["verified"](b"s3cret", body + b" ", headers["x-mailserver-signature"])
+
     [attachment] = data["attachments"]
     assert attachment["filename"] == "report.csv" and attachment["size"] == 29
+
+
+def test_webhook_signs_the_standard_webhooks_way_and_the_package_verifies_it(
+    config: Config, http_hook: Hook
+) -> None:
+    import base64
+
+    from standardwebhooks import Webhook, WebhookVerificationError
+
+    for secret in ("s3cret", "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()):
+        http_hook.requests.clear()
+        example("webhook").handle(envelope(config, "webhook", {"url": http_hook.url, "secret": secret}))
+        [(headers, body)] = http_hook.requests
+        assert headers["webhook-id"] == "0123456789ABC"  # the queue id: stable across retries
+        verifier = Webhook(secret if secret.startswith("whsec_") else secret.encode())
+        assert verifier.verify(body, dict(headers))["sender"] == "alice@example.net"
+        tampered = dict(headers, **{"webhook-id": "another"})  # the id is signed too: no replay as another
+        with pytest.raises(WebhookVerificationError):
+            verifier.verify(body, tampered)
+        # the docstring's receiver snippet runs as written
+        doc = example("webhook").__doc__
+        line = doc.split("package:\n\n", 1)[1].split("\n\n")[0].strip().splitlines()
+        scope = {"secret": secret, "body": body, "headers": dict(headers)}
+        exec("\n".join(part.strip() for part in line), scope)
 
 
 def test_webhook_without_secret_sends_no_signature(config: Config, http_hook: Hook) -> None:
