@@ -110,6 +110,7 @@ class Envelope:
         auth: AuthResults | None = None,
         replier: Callable[..., bool] | None = None,
         dnsbl: dict[str, str] | None = None,
+        duplicate: bool = False,
     ) -> None:
         text = bounded.valid_text  # every string handed out is valid Unicode (argv, env...)
         self.queue_id = queue_id
@@ -129,6 +130,7 @@ class Envelope:
         self._prefix = prefix
         self._replier = replier
         self.dnsbl = dict(dnsbl or {})  # blocklist zone -> code, for a client they list
+        self.duplicate = duplicate  # this handler handled the same message lately (dedupe_days)
         self._headers: EmailMessage | None = None
         self._message: EmailMessage | None = None
         self._decoded: dict[tuple[str, str], object] = {}

@@ -149,7 +149,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "retry_for": ("float", "432000"),
         "keep_done": ("float", "0"),
         "catchall": ("str", ""),
-        "dedupe_days": ("float", "7"),  # SPEC: duplicates (accepted; not acted on yet)
+        "dedupe_days": ("float", "7"),
     },
     "checks": {
         "spf": ("bool", "yes"),

@@ -71,6 +71,8 @@ def refusal(envelope: ReplyContext) -> str | None:
     base = local.split("+", 1)[0]
     if ROBOT_LOCAL_PARTS.match(local) or ROBOT_LOCAL_PARTS.match(base):
         return f"the envelope sender {sender} is a robot's address"
+    if getattr(envelope, "duplicate", False):
+        return "it is a duplicate of a message already handled (dedupe_days)"
     reason = automatic(envelope)
     if reason:
         return reason

@@ -24,6 +24,7 @@ from .. import log
 from ..config import Config
 from ..outcomes import FINAL, Outcome
 from ..spool import MESSAGE, Record, Spool, State
+from .duplicates import Seen, message_key
 from .router import POSTMASTER_TO_FAILED, Router, require_problem, requirement
 from .runner import program_environment, run_program, run_python
 
@@ -81,6 +82,7 @@ def handler_envelope(
     folder: str | None = None,
     state: State | None = None,
     auth: AuthResults | None = None,
+    duplicate: bool = False,
 ) -> Envelope:
     """The Envelope of one handler's run: RECIPIENTS of RECORD, the message in FOLDER."""
     from ..envelope import Envelope
@@ -103,6 +105,7 @@ def handler_envelope(
         auth=auth,
         replier=send_reply,
         dnsbl=dict(item.partition("=")[::2] for item in record.dnsbl),
+        duplicate=duplicate,
     )
 
 
@@ -211,8 +214,12 @@ class Delivery:
         if not pending:
             return outcomes
         auth = self.checks(folder, record, state)
+        seen, key = self.duplicates(folder)
         for name in pending:
-            outcome = self.run_handler(name, groups[name], folder, record, state, auth)
+            duplicate = bool(key) and seen.duplicate(key, name, record.queue_id)
+            outcome = self.run_handler(name, groups[name], folder, record, state, auth, duplicate)
+            if key and outcome.status == "done":
+                seen.remember(key, name, record.queue_id)
             outcomes[name] = outcome
             entry = state.handler(name)
             entry.status, entry.last_error = outcome.status, outcome.detail
@@ -224,12 +231,29 @@ class Delivery:
             log.info("%s: handler=%s status=%s%s", record.queue_id, shown, outcome.status, detail)
         return outcomes
 
+    def duplicates(self, folder: str) -> tuple[Seen, str]:
+        """The store of what was handled lately, and this message's key ("" when off)."""
+        seen = Seen(self.config.server.spool, self.config.handlers.dedupe_days)
+        if not self.config.handlers.dedupe_days:
+            return seen, ""
+        try:
+            return seen, message_key(os.path.join(folder, MESSAGE))
+        except OSError:
+            return seen, ""
+
     def _is_inline(self, name: str) -> bool:
         handler = self.router.handlers.get(name)
         return bool(handler and handler.inline)
 
     def run_handler(
-        self, name: str, recipients: list[str], folder: str, record: Record, state: State, auth: Any
+        self,
+        name: str,
+        recipients: list[str],
+        folder: str,
+        record: Record,
+        state: State,
+        auth: Any,
+        duplicate: bool = False,
     ) -> Outcome:
         if name == POSTMASTER_TO_FAILED:
             return Outcome("failed", "postmaster mail with no postmaster handler and no catchall")
@@ -246,7 +270,14 @@ class Delivery:
             if not authenticated(auth, required):
                 return Outcome("unauthenticated", f"REQUIRE: none of {', '.join(required)} holds")
         env = handler_envelope(
-            self.config, record, handler=name, recipients=recipients, folder=folder, state=state, auth=auth
+            self.config,
+            record,
+            handler=name,
+            recipients=recipients,
+            folder=folder,
+            state=state,
+            auth=auth,
+            duplicate=duplicate,
         )
         timeout = self.config.handlers.timeout
         if handler.kind == "python":

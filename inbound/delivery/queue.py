@@ -120,6 +120,9 @@ class Queue(Delivery):
         return results
 
     def tidy(self) -> None:
+        from .duplicates import Seen
+
+        Seen(self.config.server.spool, self.config.handlers.dedupe_days).sweep()
         now = self.clock()
         keep = self.config.handlers.keep_done * 86400
         for queue_id in self.spool.ids("done"):

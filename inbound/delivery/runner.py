@@ -92,7 +92,7 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "SPAM_SCORE": "",  # no scanner is asked yet ([checks] rspamd): '' as SPEC says for "not configured"
         "SPAM_ACTION": "",
         "VIRUS": "",
-        "DUPLICATE": "",
+        "DUPLICATE": "1" if envelope.duplicate else "",
         "SPF_RESULT": "none",
         "DKIM_RESULT": "none",
         "DMARC_RESULT": "none",

@@ -151,7 +151,15 @@ def test_over_the_per_source_and_total_limits_the_master_answers_421(
     held[0].close()
     masters = launcher.masters()
     wait_until(lambda: len(launcher.sessions()) == 2 and not zombies(masters), 10, "the session to be reaped")
-    held[0] = greeted(launcher.port)
+
+    def admitted() -> Wire | None:  # the master learns of the exit from SIGCHLD: a moment later
+        wire = Wire(launcher.port)
+        if wire.reply().startswith(b"220 "):
+            return wire
+        wire.close()
+        return None
+
+    held[0] = wait_until(admitted, 10, "a freed slot to admit a new session", interval=0.1)
     assert "max_per_source" in installation.log.read_text()
     for wire in held:
         wire.command("QUIT")
