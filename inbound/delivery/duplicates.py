@@ -10,14 +10,14 @@ handler as an empty file `<spool>/seen/<key[:2]>/<key>.<handler>` whose mtime sa
 and whose content the queue id (a retry of the same message is not its own duplicate).
 `[handlers] dedupe_days` (7; 0 = off) is how long; `queue --run` sweeps older ones.
 
-No database, no import beyond hashlib: this runs for every accepted message.  This
+No database, no import beyond a SHA-256: this runs for every accepted message.  This
 module decides nothing: handlers do, with what it reports.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
+import sys
 import time
 
 TYPE_CHECKING = False
@@ -37,9 +37,24 @@ TRACE_FIELDS = (
 CHUNK = 65536
 
 
+def _sha256() -> Any:
+    """A SHA-256: hashlib's when it is loaded already (the checks load it), else the
+    builtin module alone (half of hashlib's import, which brings OpenSSL's too)."""
+    if "hashlib" not in sys.modules:
+        try:
+            from _sha256 import sha256
+
+            return sha256()
+        except ImportError:  # pragma: no cover - a Python built without it
+            pass
+    import hashlib
+
+    return hashlib.sha256()
+
+
 def message_key(path: str) -> str:
     """The key of the spooled message at PATH (streamed: any size, constant memory)."""
-    digest = hashlib.sha256()
+    digest = _sha256()
     with open(path, "rb") as f:
         field: list[bytes] = []
         for line in iter(f.readline, b""):
@@ -86,8 +101,8 @@ class Seen:
             return False
         path = self._path(key, handler)
         try:
-            with open(path, encoding="ascii", errors="replace") as f:
-                first = f.read(64).strip()
+            with open(path, "rb") as f:
+                first = f.read(64).strip().decode("ascii", "replace")
             age = self.clock() - os.stat(path).st_mtime  # type: ignore[operator]
         except OSError:
             return False
