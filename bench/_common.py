@@ -28,6 +28,17 @@ arc = no
 """
 
 
+def rounds_and_against(default_rounds: int) -> tuple[int, str]:
+    """`SCRIPT [ROUNDS|SIZE] [--against DIR]`: the number, and the other checkout ("" if none)."""
+    args = sys.argv[1:]
+    against = ""
+    if "--against" in args:
+        at = args.index("--against")
+        against = os.path.abspath(args[at + 1])
+        del args[at : at + 2]
+    return (int(args[0]) if args else default_rounds), against
+
+
 def server_folder(config: str = CONFIG, sink: str = "#!/bin/sh\nexec cat > /dev/null\n") -> str:
     """A server folder with CONFIG, whose handlers are the shipped ones plus `sink` (a
     program; by default it reads the message and discards it)."""

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from _common import PYTHON, ROOT
+from _common import PYTHON, ROOT, rounds_and_against
 
 CHILD = """
 import subprocess, sys, threading, time  # imported before the clock starts
@@ -40,13 +40,7 @@ for _ in range(int(sys.argv[4])):
 
 
 def main() -> int:
-    args = sys.argv[1:]
-    against = ""
-    if "--against" in args:
-        at = args.index("--against")
-        against = os.path.abspath(args[at + 1])
-        del args[at : at + 2]
-    rounds = int(args[0]) if args else 30
+    rounds, against = rounds_and_against(30)
     folder = tempfile.mkdtemp(prefix="mailserver-bench-")
     try:
         program = os.path.join(folder, "sink")

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 
-from _common import MAILSERVER, PYTHON, ROOT, server_folder
+from _common import MAILSERVER, PYTHON, ROOT, rounds_and_against, server_folder
 
 LINE = b"x" * 76 + b"\r\n"
 CLIENT = "192.0.2.10"
@@ -142,13 +142,7 @@ def measure(argv: list[str], head: bytes, body: str | int) -> tuple[int, int, fl
 
 
 def main() -> int:
-    args = sys.argv[1:]
-    against = ""
-    if "--against" in args:
-        at = args.index("--against")
-        against = os.path.abspath(args[at + 1])
-        del args[at : at + 2]
-    size_mb = int(args[0]) if args else 50
+    size_mb, against = rounds_and_against(50)
     size = size_mb * 1024 * 1024
     keys = os.path.join(ROOT, "tests", "data", "dkim")
     dns = subprocess.Popen(

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 
-from _common import PYTHON, ROOT, server_argv, server_folder
+from _common import PYTHON, ROOT, rounds_and_against, server_argv, server_folder
 
 HEAD = b"EHLO bench.example\r\nMAIL FROM:<a@sender.example>\r\n"
 ACCEPTED = HEAD + b"RCPT TO:<sink@example.org>\r\nDATA\r\nSubject: hi\r\n\r\nhello\r\n.\r\nQUIT\r\n"
@@ -37,13 +37,7 @@ def timed(argv: list[str], data: bytes) -> float:
 
 
 def main() -> int:
-    args = sys.argv[1:]
-    against = ""
-    if "--against" in args:
-        at = args.index("--against")
-        against = os.path.abspath(args[at + 1])
-        del args[at : at + 2]
-    rounds = int(args[0]) if args else 30
+    rounds, against = rounds_and_against(30)
     root = server_folder()
     ours = server_argv(root)
     cases = {

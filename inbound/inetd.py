@@ -110,9 +110,8 @@ def serve(config_path: str) -> int:
     channel.write_timeout = config.server.command_timeout
     client = client_address(rfd)
     memory = None
-    if config.limits.rate or config.limits.pregreet or config.checks.dnsbl:
+    if config.keeps_client_memory:
         from .clients import ClientMemory
-
         memory = ClientMemory(config.server.spool)
         refusal = turned_away(config, memory, channel, client)
         if refusal:

@@ -121,6 +121,11 @@ class Config(Settings):
     def is_local_domain(self, domain: str) -> bool:
         return canonical_domain(domain) in self.server.domains
 
+    @property
+    def keeps_client_memory(self) -> bool:
+        """Whether connections share a per-client memory (clients.py): [limits] or dnsbl."""
+        return bool(self.limits.rate or self.limits.pregreet or self.checks.dnsbl)
+
     def settings_for(self, handler: str) -> dict[str, str]:
         """The [handler.NAME] section of one handler (empty when there is none)."""
         return dict(self.handler_config.get(handler, {}))

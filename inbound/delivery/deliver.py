@@ -170,8 +170,7 @@ class Delivery:
     def remember_costly_client(self, record: Record, why: str) -> None:
         """A client whose message spent the DNS budget is turned away at connect for a while
         (the per-client memory, when [limits] keeps one): its names make us query others."""
-        limits = self.config.limits
-        if not (limits.rate or limits.pregreet or self.config.checks.dnsbl) or not record.remote_addr:
+        if not self.config.keeps_client_memory or not record.remote_addr:
             return
         from ..clients import ClientMemory
 
