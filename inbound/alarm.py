@@ -18,10 +18,6 @@ import signal
 import threading
 import time
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
-
 # (due time, exception class) of each open deadline, outermost first
 _stack: list[tuple[float, type[BaseException]]] = []
 _previous: object = None
@@ -77,9 +73,3 @@ class deadline:  # noqa: N801 - used as a context manager, reads as a phrase
     def cancel(self) -> None:
         """Disarm now (the block succeeded; nothing after this may be interrupted by us)."""
         self.__exit__()
-
-
-def pending() -> Iterator[float]:
-    """Seconds left of each open deadline (for tests and logs)."""
-    now = time.monotonic()
-    return (due - now for due, _ in _stack)

@@ -112,6 +112,7 @@ def serve(config_path: str) -> int:
     memory = None
     if config.keeps_client_memory:
         from .clients import ClientMemory
+
         memory = ClientMemory(config.server.spool)
         refusal = turned_away(config, memory, channel, client)
         if refusal:

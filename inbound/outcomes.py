@@ -22,9 +22,8 @@ class HandlerTimeout(BaseException):
     (the handler's own, or the Envelope's parse guards) can swallow it."""
 
 
-#: The statuses an Outcome can have; "unauthenticated" is a refusal by REQUIRE (failed/).
-STATUSES = ("done", "deferred", "failed", "unauthenticated")
-#: The statuses after which a handler is not run again.
+#: The statuses after which a handler is not run again (an Outcome is one of these or
+#: "deferred"; "unauthenticated" is a refusal by REQUIRE, and goes to failed/ as "failed").
 FINAL = ("done", "failed", "unauthenticated")
 
 
@@ -34,7 +33,7 @@ class Outcome:
     __slots__ = ("status", "detail")
 
     def __init__(self, status: str, detail: str = "") -> None:
-        self.status = status  # "done" | "deferred" | "failed"
+        self.status = status  # "done" | "deferred" | "failed" | "unauthenticated"
         self.detail = detail
 
     def __repr__(self) -> str:
