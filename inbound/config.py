@@ -228,6 +228,23 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
         if raw.lower() not in choices:
             raise bad("expected one of " + ", ".join(choices))
         return raw.lower()
+    if kind == "url":  # [checks] rspamd
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(raw)
+        try:
+            port_ok = parts.port is None or 0 < parts.port < 65536
+        except ValueError:
+            port_ok = False
+        if raw and (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok):
+            raise bad("expected an http:// URL such as http://127.0.0.1:11333")
+        return raw.rstrip("/")
+    if kind == "socket":  # [checks] clamd
+        host, _, port = raw.rpartition(":")
+        port_ok = port.isascii() and port.isdigit() and 0 < int(port) < 65536
+        if raw and not raw.startswith("/") and not (host and port_ok):
+            raise bad("expected a unix socket path (/run/clamav/clamd.ctl) or HOST:PORT")
+        return raw
     if kind == "servers":
         servers = []
         for item in raw.replace(",", " ").split():

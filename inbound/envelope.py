@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from .checks.results import AuthResults
+    from .checks.scanners import Spam, Verdicts
     from .config import Config
 
 
@@ -111,6 +112,7 @@ class Envelope:
         replier: Callable[..., bool] | None = None,
         dnsbl: dict[str, str] | None = None,
         duplicate: bool = False,
+        verdicts: Verdicts | None = None,
     ) -> None:
         text = bounded.valid_text  # every string handed out is valid Unicode (argv, env...)
         self.queue_id = queue_id
@@ -131,6 +133,7 @@ class Envelope:
         self._replier = replier
         self.dnsbl = dict(dnsbl or {})  # blocklist zone -> code, for a client they list
         self.duplicate = duplicate  # this handler handled the same message lately (dedupe_days)
+        self.verdicts = verdicts  # the scanners' (rspamd, clamd); None: none configured
         self._headers: EmailMessage | None = None
         self._message: EmailMessage | None = None
         self._decoded: dict[tuple[str, str], object] = {}
@@ -145,6 +148,22 @@ class Envelope:
     @property
     def spool(self) -> str:
         return self.server_config.server.spool if self.server_config else ""
+
+    @property
+    def spam(self) -> Spam | None:
+        """rspamd's verdict (.score, .required, .action, .symbols; action "unknown" when
+        rspamd could not be asked), or None when `[checks] rspamd` is not set."""
+        return self.verdicts.spam if self.verdicts else None
+
+    @property
+    def virus(self) -> str | None:
+        """The name of the virus clamd found, or None (clean, unscanned, or see virus_status)."""
+        return self.verdicts.virus.name if self.verdicts and self.verdicts.virus else None
+
+    @property
+    def virus_status(self) -> str:
+        """clamd's word: "clean", "infected", "unknown" (clamd failed), "" (not configured)."""
+        return self.verdicts.virus.status if self.verdicts and self.verdicts.virus else ""
 
     @property
     def prefix(self) -> bytes:

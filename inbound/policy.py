@@ -2,10 +2,10 @@
 
 Per recipient, the DNS blocklists' word (a listed client gets 554 5.7.1 for everyone
 but postmaster@ when `dnsbl_reject`), then the router's decision (our domain? a handler
-for it?); per message, just
-before the final reply, the DMARC reject policy (`[checks] dmarc_reject`) and INLINE
-handlers.  Only in those two cases are the checks and handlers loaded before the 250;
-otherwise a session imports nothing beyond the router.
+for it?); per message, just before the final reply, the DMARC reject policy (`[checks]
+dmarc_reject`), the scanners' verdicts (`spam_reject`, `virus_reject`: 550 5.7.1) and
+INLINE handlers.  Only in those cases are the checks, scanners and handlers loaded
+before the 250; otherwise a session imports nothing beyond the router.
 
 The policy decides; it keeps no state of its own (the checks' results are delivery's,
 in state.json) and never writes to the client: the session does, from the Decision.
@@ -82,15 +82,27 @@ class Policy:
     def decide_message(self, incoming: Incoming, record: Record) -> Decision | None:
         names = {r.route for r in record.recipients}
         inline = any(self.router.handlers.get(n) and self.router.handlers[n].inline for n in names)
-        if not inline and not self.config.checks.dmarc_reject:
+        checks = self.config.checks
+        scan_first = (checks.rspamd and checks.spam_reject) or (checks.clamd and checks.virus_reject)
+        if not inline and not checks.dmarc_reject and not scan_first:
             return None  # the common case: nothing to decide before the 250, nothing imported
         from .delivery.deliver import Delivery
 
         delivery = Delivery(self.config, self.router, self.spool)
-        if self.config.checks.dmarc_reject:
+        if checks.dmarc_reject:
             auth = delivery.checked(incoming.dir, record)
             if auth is not None and auth.dmarc_rejects():
                 return Decision("dmarc_reject", {"domain": getattr(auth.dmarc, "from_domain", "")})
+        if scan_first:
+            verdicts = delivery.scanned(incoming.dir, record)
+            virus = verdicts.virus if verdicts else None
+            if checks.virus_reject and virus and virus.status == "infected":
+                log.info("%s: refused: virus %s (clamd)", record.queue_id, virus.name)
+                return Decision("virus_reject", {"virus": virus.name})
+            spam = verdicts.spam if verdicts else None
+            if checks.spam_reject and spam and spam.action == "reject":
+                log.info("%s: refused: spam, score %.2f (rspamd)", record.queue_id, spam.score or 0)
+                return Decision("spam_reject", {"score": f"{spam.score or 0:.2f}"})
         if inline:
             outcomes = delivery.deliver(incoming.dir, inline_only=True)
             for outcome in outcomes.values():

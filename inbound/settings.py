@@ -69,6 +69,7 @@ class CheckSettings(Settings):
     spam_reject: bool
     clamd: str
     virus_reject: bool
+    scan_timeout: float
 
 
 class LimitSettings(Settings):
@@ -166,11 +167,11 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "dns_timeout": ("timeout", "5"),
         "dnsbl": ("domains", ""),
         "dnsbl_reject": ("bool", "yes"),
-        # SPEC: spam and virus verdicts (accepted; no scanner is asked yet)
-        "rspamd": ("str", ""),
+        "rspamd": ("url", ""),
         "spam_reject": ("bool", "no"),
-        "clamd": ("str", ""),
+        "clamd": ("socket", ""),
         "virus_reject": ("bool", "yes"),
+        "scan_timeout": ("timeout", "30"),  # not in SPEC: each scanner's bound
     },
     "forward": {  # SPEC: envelope.forward() (accepted; not implemented yet)
         "srs_domain": ("str", ""),

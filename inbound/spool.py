@@ -197,6 +197,7 @@ class State:
         )
         self.auth: dict[str, Any] | None = data.pop("auth", None)  # AuthResults.to_dict()
         self.authres = str(data.pop("authres", "") or "")  # the Authentication-Results value
+        self.scan: dict[str, Any] | None = data.pop("scan", None)  # scanners.Verdicts.to_dict()
         self.deferrals = int(data.pop("deferrals", 0) or 0)
         self.next_try = float(data.pop("next_try", 0.0) or 0.0)
         self.expired = str(data.pop("expired", "") or "")
@@ -217,6 +218,8 @@ class State:
             data["auth"] = self.auth
         if self.authres:
             data["authres"] = self.authres
+        if self.scan is not None:
+            data["scan"] = self.scan
         if self.deferrals:
             data["deferrals"] = self.deferrals
         if self.next_try:

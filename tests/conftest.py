@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from conftest_dns import check_settings, dns_server, dns_server_process_wide  # noqa: F401  (fixtures)
+from scanner_daemons import clamd, rspamd  # noqa: F401  (fixtures: the real daemons, started once)
 
 ROOT = Path(__file__).resolve().parent.parent
 MAILSERVER = ROOT / "mailserver.py"

@@ -122,6 +122,13 @@ def show_message(delivery: Queue, queue_id: str) -> int:
     for recipient in record.recipients:
         print(f"recipient:   <{recipient.address}> -> {recipient.route or '-'}")
     print(f"auth:        {state.authres or '(checks not run yet)'}")
+    if state.scan is not None:
+        from ..delivery.deliver import stored_verdicts
+
+        verdicts = stored_verdicts(state)
+        for line in verdicts.header_fields("-").decode().splitlines() if verdicts else []:
+            label = "spam:" if line.startswith("X-Spam") else "virus:"
+            print(f"{label:<12} {line.partition('; ')[2]}")  # as in X-Spam-Result, X-Virus-Result
     for name in record.groups():
         entry = state.handlers.get(name)
         if entry is None:

@@ -33,11 +33,15 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ..checks.results import AuthResults
+    from ..checks.scanners import Verdicts
     from ..envelope import Envelope
 
 
-#: Queue ids whose checks ran in this process.
+#: Queue ids whose checks (and scans) ran in this process.
 _checked_here: set[str] = set()
+_scanned_here: set[str] = set()
+#: Scanners whose failure this process has logged: once per connection, not per message.
+_failure_logged: set[str] = set()
 
 
 def use_spool_caches(spool_root: str) -> None:
@@ -68,9 +72,21 @@ def stored_auth(state: State) -> AuthResults | None:
 
 
 def authres_prefix(state: State, hostname: str) -> bytes:
-    """Our Authentication-Results field, as it goes on top of the message for handlers."""
+    """Our trace fields, as they go on top of the message for handlers:
+    Authentication-Results, then the scanners' X-Spam-Result and X-Virus-Result."""
     value = state.authres or f"{hostname}; none"
-    return f"Authentication-Results: {value}\r\n".encode("utf-8", "replace")
+    prefix = f"Authentication-Results: {value}\r\n".encode("utf-8", "replace")
+    verdicts = stored_verdicts(state)
+    return prefix + verdicts.header_fields(hostname) if verdicts else prefix
+
+
+def stored_verdicts(state: State) -> Verdicts | None:
+    """The scanners' verdicts kept in STATE, or None (none configured or asked yet)."""
+    if state.scan is None:
+        return None
+    from ..checks.scanners import Verdicts
+
+    return Verdicts.from_dict(state.scan)
 
 
 def handler_envelope(
@@ -103,6 +119,7 @@ def handler_envelope(
         message_path=os.path.join(folder, MESSAGE) if folder else None,
         prefix=authres_prefix(state, config.server.hostname) if folder else b"",
         auth=auth,
+        verdicts=stored_verdicts(state),
         replier=send_reply,
         dnsbl=dict(item.partition("=")[::2] for item in record.dnsbl),
         duplicate=duplicate,
@@ -192,6 +209,47 @@ class Delivery:
             state.save(folder, durable=False)  # lost in a crash, the checks run again: no fsync
         return results
 
+    # -- scanners -------------------------------------------------------------
+    def scan(self, folder: str, record: Record, state: State) -> Verdicts | None:
+        """The verdicts of the scanners `[checks]` configures (rspamd, clamd), asked once
+        and kept in state.json; an `unknown` one is asked again by the next try.  None
+        when no scanner is configured."""
+        checks = self.config.checks
+        if not (checks.rspamd or checks.clamd):
+            return None
+        stored = stored_verdicts(state)
+        if stored is not None and (record.queue_id in _scanned_here or not stored.unknown):
+            asked = (stored.spam is not None, stored.virus is not None)
+            if asked == (bool(checks.rspamd), bool(checks.clamd)):  # the same scanners as now
+                return stored
+        from ..checks.scanners import scan
+
+        verdicts = scan(
+            os.path.join(folder, MESSAGE),
+            checks,
+            {
+                "ip": record.remote_addr,
+                "helo": record.helo,
+                "sender": record.sender,
+                "recipients": [r.address for r in record.recipients],
+                "queue_id": record.queue_id,
+                "hostname": record.remote_host,
+            },
+        )
+        _scanned_here.add(record.queue_id)
+        for failure in verdicts.unknown:
+            scanner = failure.partition(":")[0]
+            if scanner not in _failure_logged:
+                _failure_logged.add(scanner)
+                log.warning("%s: %s; verdict unknown, accepted as unscanned", record.queue_id, failure)
+        state.scan = verdicts.to_dict()
+        state.save(folder, durable=False)  # lost in a crash, the scan runs again: no fsync
+        return verdicts
+
+    def scanned(self, folder: str, record: Record) -> Verdicts | None:
+        """The verdicts for a message not yet accepted (spam_reject, virus_reject)."""
+        return self.scan(folder, record, State.load(folder))
+
     def checked(self, folder: str, record: Record) -> AuthResults | None:
         """The checks' results for a message not yet accepted (the DMARC reject policy)."""
         return self.checks(folder, record, State.load(folder))
@@ -213,6 +271,7 @@ class Delivery:
         if not pending:
             return outcomes
         auth = self.checks(folder, record, state)
+        self.scan(folder, record, state)
         seen, key = self.duplicates(folder)
         for name in pending:
             duplicate = bool(key) and seen.duplicate(key, name, record.queue_id)

@@ -89,9 +89,10 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "HANDLER": envelope.handler,
         "AUTHENTICATION_RESULTS": authres,
         "DNSBL": " ".join(envelope.dnsbl),
-        "SPAM_SCORE": "",  # no scanner is asked yet ([checks] rspamd): '' as SPEC says for "not configured"
+        "SPAM_SCORE": "",  # '' as SPEC says for "not configured"; the verdicts' own below
         "SPAM_ACTION": "",
         "VIRUS": "",
+        "VIRUS_STATUS": "",
         "DUPLICATE": "1" if envelope.duplicate else "",
         "SPF_RESULT": "none",
         "DKIM_RESULT": "none",
@@ -103,6 +104,8 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         ),
     }
     env.update(auth_env)
+    if envelope.verdicts is not None:
+        env.update(envelope.verdicts.environment())
     if envelope.server_config:
         env["MAILSERVER_CONFIG"] = envelope.server_config.path
     for key, value in envelope.config.items():

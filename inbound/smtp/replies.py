@@ -75,6 +75,8 @@ REPLIES: dict[str, str] = {
     "handler_refused": "550 5.7.1 Message refused: {why}",
     "handler_deferred": "451 4.3.0 Message deferred: {why}",
     "dmarc_reject": "550 5.7.1 Message rejected by the DMARC policy of {domain}",
+    "virus_reject": "550 5.7.1 Message refused: virus found ({virus})",
+    "spam_reject": "550 5.7.1 Message refused as spam (score {score})",
 }
 
 
