@@ -21,9 +21,11 @@ authenticated, since an envelope sender is trivially forged: the handler runs on
 SPF passed for it or a DKIM signature of its own (organisational) domain passed.  With
 the checks off ([checks] spf and dkim = no), or for a sender whose domain publishes no
 SPF record and does not sign, every mail is ignored with a warning: publish SPF for the
-commit mailer or have it sign.  (Until handlers can declare REQUIRE, the handler checks
-this itself.)  Mail whose sender the checks contradict is ignored too: DMARC fail, or
-SPF fail/softfail without a passing DKIM signature.
+commit mailer or have it sign.  Mail whose sender the checks contradict is ignored too:
+DMARC fail, or SPF fail/softfail without a passing DKIM signature.  To be stricter
+still, `[handler.svnsync] require = dkim=pass` (SPEC REQUIRE) keeps it from running at
+all for mail without a passing DKIM signature: such mail ends in failed/ as
+`unauthenticated` instead of being ignored.
 Syncs of one mirror never run at once: a second mail waits for the lock (at most
 lock_wait seconds) and then syncs too, as it may bring newer revisions.  A sync that
 fails (the mirror is locked by another svnsync, the source is unreachable...) raises

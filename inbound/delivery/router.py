@@ -250,11 +250,11 @@ def require_problem(require: object) -> str:
 
 
 def requirement(handler: Handler, settings: dict[str, str]) -> tuple[str, ...]:
-    """What HANDLER requires: its REQUIRE, else its `[handler.NAME] require` setting."""
-    if handler.require:
-        return handler.require
+    """What HANDLER requires: its `[handler.NAME] require` setting (the sysadmin's word wins),
+    else the REQUIRE of its module."""
     text = settings.get("require", "")
-    return tuple(item.strip().lower() for item in text.split(",") if item.strip())
+    configured = tuple(item.strip().lower() for item in text.split(",") if item.strip())
+    return configured or handler.require
 
 
 def _module_from_file(name: str, path: str) -> tuple[ModuleType, importlib.machinery.SourceFileLoader]:

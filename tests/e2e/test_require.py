@@ -90,3 +90,27 @@ def test_a_malformed_require_is_a_broken_handler(server: Server) -> None:
     server.write_config(handler__sink={"require": "dkim=maybe"})
     result = server.run("check")
     assert result.returncode == 78 and b"[handler.sink] require" in result.stderr
+
+
+def test_the_require_setting_gates_a_python_handler_and_wins_over_its_require(
+    server: Server, dns_server
+) -> None:  # type: ignore[no-untyped-def]
+    mark = server.root / "ran"
+    server.add_python("gated", GATED.format(require=["spf=pass"], inline=False))
+    checks_on(server, dns_server, handler__gated={"mark": str(mark), "require": "dkim=pass"})
+    server.smtp(dialogue("gated@example.org"), remote_addr="192.0.2.10")  # SPF passes, no DKIM
+    assert not mark.exists()
+    assert "none of dkim=pass holds" in state(server, "failed")["handlers"]["gated"]["last_error"]
+
+
+def test_svnsync_shipped_is_gated_by_require_dkim_pass_as_documented(server: Server, dns_server) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    from conftest import ROOT
+
+    shutil.copy(ROOT / "handlers" / "svnsync.py", server.handlers / "svnsync.py")
+    section = {"mirror": "file:///nonexistent", "senders": "alice@sender.example", "require": "dkim=pass"}
+    checks_on(server, dns_server, handler__svnsync=section)
+    server.smtp(dialogue("svnsync@example.org"), remote_addr="192.0.2.10")  # SPF pass is not enough now
+    entry = state(server, "failed")["handlers"]["svnsync"]
+    assert entry["status"] == "unauthenticated" and "dkim=pass" in entry["last_error"]
