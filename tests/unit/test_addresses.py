@@ -96,7 +96,7 @@ def test_parsing_is_linear_in_the_field() -> None:
         "<" * 200_000,
         "=?utf-8?q?a?= " * 15_000,
     ):
-        started = time.monotonic()
+        started = time.process_time()  # our CPU, not the wall clock of a loaded machine
         parse(value)
         domains(value)
-        assert time.monotonic() - started < 2, value[:20]
+        assert time.process_time() - started < 2, value[:20]
