@@ -111,12 +111,12 @@ class _QuietLogger:
     info = warning = error = exception = debug
 
 
-def _body_key(sig: dict[bytes, bytes]) -> BodyKey | None:
+def _body_key(sig: dict[bytes, bytes], tlsrpt: bool = False) -> BodyKey | None:
     """The body hash dkimpy would compute for SIG; None when it would stop before (bad c=,
-    a= or l=: dkimpy reports those itself)."""
+    a= or l=: dkimpy reports those itself).  For a TLS report dkimpy ignores l=."""
     try:
         policy = CanonicalizationPolicy.from_c_value(sig.get(b"c", b"simple/simple"))
-        length = None if sig.get(b"l") is None else int(sig[b"l"])
+        length = None if sig.get(b"l") is None or tlsrpt else int(sig[b"l"])
         return (policy.body_algorithm.name, HASH_ALGORITHMS[sig[b"a"]], length)
     except Exception:
         return None
@@ -132,8 +132,8 @@ class _StreamedBody:
     def verify_sig_process(
         self, sig: dict[bytes, bytes], include_headers: list[bytes], sig_header: Any, dnsfunc: Any
     ) -> Any:
-        if b"bh" in sig and not getattr(self, "tlsrpt", False):
-            key = _body_key(sig)
+        if b"bh" in sig:
+            key = _body_key(sig, bool(getattr(self, "tlsrpt", False)))
             if key is not None:
                 got = self.body_hashes.get(key)
                 if got is None:  # not precomputed: a bug of ours, never a quiet "fail"
@@ -199,10 +199,11 @@ class Signed:
         keys: list[BodyKey | None] = []
         try:
             if with_dkim:
-                signed.dkim = _DKIM(head, logger=_QuietLogger(), minkey=0)
+                tlsrpt = is_tls_report(head)  # RFC 8460 3: its keys may say s=tlsrpt
+                signed.dkim = _DKIM(head, logger=_QuietLogger(), minkey=0, tlsrpt=tlsrpt)
                 signed.signatures = [v for n, v in signed.dkim.headers if n.lower() == b"dkim-signature"]
                 signed.dkim_order = _chosen(signed.signatures, from_domain)
-                keys += [_body_key(_tags(signed.signatures[idx])) for idx in signed.dkim_order]
+                keys += [_body_key(_tags(signed.signatures[idx]), tlsrpt) for idx in signed.dkim_order]
             if with_arc:
                 signed.arc = _ARC(head, logger=_QuietLogger(), minkey=1024, timeout=5)
                 signed.arc.newest, arc_fields = signed.arc.sorted_arc_headers()
@@ -220,6 +221,20 @@ class Signed:
             if verifier is not None:
                 verifier.body_hashes = hashes
         return signed
+
+
+_TLS_REPORT = re.compile(
+    rb"^content-type:[ \t]*multipart/report[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*?report-type=\"?tlsrpt\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def is_tls_report(head: bytes) -> bool:
+    """HEAD is an RFC 8460 section 5.3 report: multipart/report; report-type="tlsrpt" (and a
+    TLS-Report-Domain field).  Only then may a key with the service type s=tlsrpt verify
+    it; for any other mail such a key is a failure (dkimpy's rule, RFC 6376 3.6.1)."""
+    lower = head.lower()
+    return b"\ntls-report-domain:" in b"\n" + lower and _TLS_REPORT.search(head) is not None
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:

@@ -452,3 +452,32 @@ def test_more_than_fifty_arc_sets_fail_without_a_lookup(dns_server: Any) -> None
     assert auth.arc is not None and auth.arc.result == "fail"
     assert "more than 50 ARC sets" in auth.arc.reason
     assert dns_server.queries == []
+
+
+# -- RFC 8460 TLS reports: keys with the service type s=tlsrpt --------------------------
+TLS_REPORT = (
+    b"From: tlsrpt@reporter.example\r\n"
+    b"To: tls-reports@example.org\r\n"
+    b"Subject: Report Domain: example.org Submitter: reporter.example Report-ID: <1@reporter.example>\r\n"
+    b"TLS-Report-Domain: example.org\r\n"
+    b"TLS-Report-Submitter: reporter.example\r\n"
+    b'Content-Type: multipart/report; report-type="tlsrpt";\r\n\tboundary="b"\r\n'
+    b"\r\n"
+    b"--b\r\nContent-Type: text/plain\r\n\r\nA report.\r\n"
+    b"--b\r\nContent-Type: application/tlsrpt+json\r\n\r\n{}\r\n--b--\r\n"
+)
+TLS_HEADERS = [b"from", b"to", b"subject", b"tls-report-domain", b"content-type"]
+
+
+def test_a_tls_report_verifies_with_a_tlsrpt_service_key_other_mail_does_not(dns_server: Any) -> None:
+    private, record = rsa_key(2048)
+    keys = {"tls._domainkey.reporter.example": record.replace("v=DKIM1;", "v=DKIM1; s=tlsrpt;")}
+    report = dkimpy_sign(TLS_REPORT, "tls", "reporter.example", private, headers=TLS_HEADERS, length=True)
+    assert results(verify(dns_server, report, keys)) == [("pass", "reporter.example", "tls")]
+    plain = dkimpy_sign(
+        MESSAGE.replace(b"example.com", b"reporter.example"), "tls", "reporter.example", private
+    )
+    [sig] = verify(dns_server, plain, keys).dkim
+    assert sig.result != "pass" and "tlsrpt" in sig.reason  # s=tlsrpt keys sign reports only
+    forged = plain.replace(b"Subject:", b"TLS-Report-Domain: example.org\r\nSubject:")  # no report type
+    assert verify(dns_server, forged, keys).dkim[0].result != "pass"
