@@ -238,12 +238,15 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
             port_ok = False
         if raw and (parts.scheme not in ("http", "https") or not parts.hostname or not port_ok):
             raise bad("expected an http:// URL such as http://127.0.0.1:11333")
-        return raw.rstrip("/")
+        url = raw.rstrip("/")
+        return url[: -len("/checkv2")] if url.endswith("/checkv2") else url  # we add it
     if kind == "socket":  # [checks] clamd
         host, _, port = raw.rpartition(":")
         port_ok = port.isascii() and port.isdigit() and 0 < int(port) < 65536
-        if raw and not raw.startswith("/") and not (host and port_ok):
-            raise bad("expected a unix socket path (/run/clamav/clamd.ctl) or HOST:PORT")
+        if raw.startswith(("/", "./", "../")):  # a unix socket; relative to the config file
+            return os.path.normpath(os.path.join(base, raw))
+        if raw and not (host and port_ok and "/" not in host):
+            raise bad("expected a unix socket path (/run/clamav/clamd.ctl, ./clamd.sock) or HOST:PORT")
         return raw
     if kind == "servers":
         servers = []

@@ -5,8 +5,9 @@ At connect, for each zone, the client's address is looked up reversed under the 
 127.0.0.0/8 lists it, with that address as the code (127.0.0.2 ...); NXDOMAIN, no data,
 or a lookup that fails or times out does not (a broken blocklist must not stop mail:
 it is logged).  Answers of 127.255.255.0/24 are the lists' own error codes (Spamhaus:
-"queried through a public resolver") and list nobody.  Answers are cached in the
-client memory (clients.py) for CACHE_SECONDS when it is on.
+"queried through a public resolver") and list nobody, with a warning.  Answers are
+cached in the client memory (clients.py) for CACHE_SECONDS (an hour), keyed by the
+configured zones: a changed `dnsbl` asks again.
 
 This module reports listings; the policy refuses (554 5.7.1 at RCPT, postmaster@
 excepted) when `[checks] dnsbl_reject = yes`.
@@ -58,8 +59,11 @@ def lookup(config: Config, addr: str, memory: ClientMemory | None = None) -> lis
     zones = config.checks.dnsbl
     if not zones or not addr:
         return []
-    cached = memory.cached_dnsbl(addr) if memory is not None else None
+    key = f"{addr} {','.join(zones)}"  # answers of these very zones: a config change asks anew
+    cached = memory.cached_dnsbl(key) if memory is not None else None
     if cached is not None:
+        if cached:
+            log.info("client %s is listed: %s (cached)", addr, " ".join(cached))
         return cached
     from .checks.resolver import DNSError, Resolver
 
@@ -70,14 +74,17 @@ def lookup(config: Config, addr: str, memory: ClientMemory | None = None) -> lis
         if name is None:
             return []
         try:
-            code = listed_code([str(v) for v in resolver.resolve(name, "A")])
+            values = [str(v) for v in resolver.resolve(name, "A")]
+            code = listed_code(values)
         except DNSError as e:
             log.warning("dnsbl %s: lookup of %s failed (%s): not counted as listed", zone, addr, e)
             continue
         if code:
             found.append(f"{zone}={code}")
+        elif values and all(v.startswith("127.255.255.") for v in values):
+            log.warning("dnsbl %s answers %s for %s: the list refuses our queries", zone, values[0], addr)
     if memory is not None:
-        memory.cache_dnsbl(addr, found, CACHE_SECONDS)
+        memory.cache_dnsbl(key, found, CACHE_SECONDS)
     if found:
         log.info("client %s is listed: %s", addr, " ".join(found))
     return found

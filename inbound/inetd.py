@@ -150,7 +150,7 @@ def serve(config_path: str) -> int:
         reply=" | ".join(summary.outcomes) or summary.reply,  # each message's final reply
         duration=f"{time.monotonic() - started:.3f}",
     )
-    if memory is not None and session.misbehaved:
+    if memory is not None and session.misbehaved and config.turns_clients_away:
         memory.punish(client.addr, session.misbehaved)
     release_client(session.channel, channel)  # the TLS channel (if any) and the plain one
     if session.accepted:
@@ -162,9 +162,11 @@ def turned_away(config: Config, memory: ClientMemory, channel: Channel, client: 
     """The reply that ends this connection before its session ("" to go on): a client
     under a penalty or over `[limits] rate`, or one that talks before the banner."""
     host = config.server.hostname
+    if not config.turns_clients_away:
+        return ""  # the memory is only the DNSBL cache
     why = memory.penalty(client.addr)
     if why:
-        return render("penalized", host=host).decode().strip()
+        return render("penalized", host=host, why=why).decode().strip()
     count = memory.count_connection(client.addr, config.limits.rate_window)
     if config.limits.rate and count > config.limits.rate:
         return render("rate_limited", host=host).decode().strip()

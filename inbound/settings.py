@@ -127,6 +127,12 @@ class Config(Settings):
         """Whether connections share a per-client memory (clients.py): [limits] or dnsbl."""
         return bool(self.limits.rate or self.limits.pregreet or self.checks.dnsbl)
 
+    @property
+    def turns_clients_away(self) -> bool:
+        """Whether [limits] is on: only then are penalties given and enforced at connect
+        (a memory kept for the DNSBL cache alone turns nobody away)."""
+        return bool(self.limits.rate or self.limits.pregreet)
+
     def settings_for(self, handler: str) -> dict[str, str]:
         """The [handler.NAME] section of one handler (empty when there is none)."""
         return dict(self.handler_config.get(handler, {}))

@@ -124,6 +124,18 @@ class Verdicts:
         self.spam = spam
         self.virus = virus
 
+    def summary(self) -> str:
+        """One line for the log: what each configured scanner said."""
+        said = []
+        if self.spam is not None and not self.spam.unknown:
+            symbols = ",".join(sorted(self.spam.symbols)[:20]) or "none"
+            said.append(
+                f"rspamd action={self.spam.action!r} score={self.spam.score or 0:.2f} symbols={symbols}"
+            )
+        if self.virus is not None and self.virus.status != "unknown":
+            said.append(f"clamd {self.virus.status}" + (f" {self.virus.name}" if self.virus.name else ""))
+        return "; ".join(said)
+
     @property
     def unknown(self) -> list[str]:
         """The scanners that gave no verdict, each as "name: why"."""
@@ -170,7 +182,9 @@ class Verdicts:
             else:
                 symbols = ",".join(sorted(_printable(name) for name in spam.symbols)[:50]) or "none"
                 value = f"action={spam.action}; score={spam.score or 0:.2f}"
-                value += f"; required={spam.required or 0:.2f}; symbols={symbols}"
+                if spam.required is not None:  # rspamd without a reject threshold gives none
+                    value += f"; required={spam.required:.2f}"
+                value += f"; symbols={symbols}"
             lines.append(f"X-Spam-Result: {authserv_id}; {value}\r\n")
         if self.virus is not None:
             virus = self.virus
@@ -201,17 +215,17 @@ def scan(path: str, settings: CheckSettings, envelope: dict[str, Any]) -> Verdic
             with alarm.deadline(timeout, ScanTimeout):
                 verdicts.spam = ask_rspamd(settings.rspamd, path, envelope, timeout)
         except ScanTimeout:
-            verdicts.spam = Spam("unknown", error=f"no answer within {timeout:g} s")
+            verdicts.spam = Spam("unknown", error=f"{settings.rspamd}: no answer within {timeout:g} s")
         except Exception as e:  # down, reset, garbage (or a bug here): never the message's loss
-            verdicts.spam = Spam("unknown", error=_reason(e))
+            verdicts.spam = Spam("unknown", error=f"{settings.rspamd}: {_reason(e)}")
     if settings.clamd:
         try:
             with alarm.deadline(timeout, ScanTimeout):
                 verdicts.virus = ask_clamd(settings.clamd, path, timeout)
         except ScanTimeout:
-            verdicts.virus = Virus("unknown", error=f"no answer within {timeout:g} s")
+            verdicts.virus = Virus("unknown", error=f"{settings.clamd}: no answer within {timeout:g} s")
         except Exception as e:
-            verdicts.virus = Virus("unknown", error=_reason(e))
+            verdicts.virus = Virus("unknown", error=f"{settings.clamd}: {_reason(e)}")
     return verdicts
 
 

@@ -187,7 +187,7 @@ class Delivery:
     def remember_costly_client(self, record: Record, why: str) -> None:
         """A client whose message spent the DNS budget is turned away at connect for a while
         (the per-client memory, when [limits] keeps one): its names make us query others."""
-        if not self.config.keeps_client_memory or not record.remote_addr:
+        if not self.config.turns_clients_away or not record.remote_addr:
             return
         from ..clients import ClientMemory
 
@@ -237,6 +237,8 @@ class Delivery:
             },
         )
         _scanned_here.add(record.queue_id)
+        if verdicts.summary():
+            log.info("%s: %s", record.queue_id, verdicts.summary())
         for failure in verdicts.unknown:
             scanner = failure.partition(":")[0]
             if scanner not in _failure_logged:

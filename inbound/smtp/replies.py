@@ -24,7 +24,7 @@ REPLIES: dict[str, str] = {
     "unavailable": "421 4.3.0 {host} Service not available, try again later",
     "config_error": "421 4.3.0 Service not available: configuration error",
     "rate_limited": "421 4.7.0 {host} Too many connections from your address lately, try again later",
-    "penalized": "421 4.7.0 {host} Too many errors from your address lately, try again later",
+    "penalized": "421 4.7.0 {host} Your address is refused for a while ({why}), try again later",
     "pregreet": "554 5.5.1 {host} Protocol error: you talked before the greeting",
     "too_busy": "421 4.7.0 {host} Too many connections, try again later",
     "too_many_from_you": "421 4.7.0 {host} Too many connections from your address, try again later",

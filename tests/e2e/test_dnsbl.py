@@ -63,3 +63,16 @@ def test_the_listing_is_kept_in_the_envelope_record(server: Server, dns_server) 
     [queue_id] = server.ids("queue")
     record = json.loads((server.spool / "queue" / queue_id / "envelope.json").read_text())
     assert record["dnsbl"] == ["zen.test=127.0.0.4"]
+
+
+def test_cached_answers_are_of_the_configured_zones_only(server: Server, dns_server) -> None:  # type: ignore[no-untyped-def]
+    blocklists(server, dns_server, dnsbl="zen.test")
+    assert b"554 5.7.1" in server.smtp(dialogue(), remote_addr=LISTED)
+    assert b"554 5.7.1" in server.smtp(dialogue(), remote_addr=LISTED)  # from the cache, and said so
+    assert "listed: zen.test=127.0.0.4 (cached)" in server.log()
+    blocklists(server, dns_server, dnsbl="error.test")  # another zone: not the old answer
+    assert b"250 2.0.0 OK queued" in server.smtp(dialogue(), remote_addr=LISTED)
+    assert (
+        "dnsbl error.test answers 127.255.255.254 for 192.0.2.10: the list refuses our queries"
+        in server.log()
+    )

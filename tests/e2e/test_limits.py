@@ -44,7 +44,15 @@ def test_a_client_that_talks_first_gets_554_and_is_remembered(server: Server) ->
     out = server.smtp(EHLO + b"QUIT\r\n", remote_addr="198.51.100.9")  # all of it at once: before the banner
     assert replies(out) == [b"554 5.5.1 mx.test.example Protocol error: you talked before the greeting"]
     later = server.smtp(b"QUIT\r\n", remote_addr="198.51.100.9")
-    assert codes(later) == [421] and b"Too many errors from your address lately" in later
+    assert codes(later) == [421]
+    assert b"refused for a while (talked before the greeting), try again later" in later
+
+
+def test_a_memory_kept_only_for_dnsbl_answers_turns_nobody_away(server: Server) -> None:
+    server.write_config(limits={"pregreet": "0.5"})
+    server.smtp(EHLO + b"QUIT\r\n", remote_addr="198.51.100.9")  # penalised
+    server.write_config(checks={"dnsbl": "zen.test", "dns_servers": "127.0.0.1:9", "dns_timeout": "0.2"})
+    assert codes(server.smtp(b"QUIT\r\n", remote_addr="198.51.100.9")) == [220, 221]
 
 
 def test_a_client_that_waits_for_the_banner_is_served(server: Server) -> None:

@@ -151,9 +151,12 @@ def test_a_scanner_that_is_down_gives_unknown_and_is_logged_once_per_connection(
             "unknown",
         )
     log = server.log()
-    assert log.count("rspamd: Connection refused; verdict unknown") == 1
-    assert log.count("clamd: Connection refused; verdict unknown") == 1
-    assert b"X-Spam-Result: mx.test.example; action=unknown (Connection refused)" in runs[0][0]
+    assert log.count(f"rspamd: http://127.0.0.1:{port}: Connection refused; verdict unknown") == 1
+    assert log.count(f"clamd: 127.0.0.1:{port}: Connection refused; verdict unknown") == 1
+    assert (
+        b"X-Spam-Result: mx.test.example; action=unknown (http://127.0.0.1:%d: Connection" % port
+        in runs[0][0]
+    )
 
 
 @pytest.mark.parametrize(
@@ -185,7 +188,7 @@ def test_rspamd_that_hangs_resets_or_answers_garbage_gives_unknown(
         fake.close()
     [(_, env)] = server.got()
     assert env["SPAM_ACTION"] == "unknown"
-    assert f"rspamd: {why}; verdict unknown" in server.log()
+    assert f"rspamd: http://127.0.0.1:{fake.port}: {why}; verdict unknown" in server.log()
 
 
 @pytest.mark.parametrize(
@@ -209,7 +212,7 @@ def test_clamd_that_hangs_resets_or_answers_garbage_gives_unknown(
         fake.close()
     [(_, env)] = server.got()
     assert (env["VIRUS"], env["VIRUS_STATUS"]) == ("", "unknown")
-    assert f"clamd: {why}; verdict unknown" in server.log()
+    assert f"clamd: 127.0.0.1:{fake.port}: {why}; verdict unknown" in server.log()
 
 
 # -- config ------------------------------------------------------------------------------
@@ -221,6 +224,7 @@ def test_clamd_that_hangs_resets_or_answers_garbage_gives_unknown(
         ("rspamd", "http://127.0.0.1:99999", "expected an http:// URL"),
         ("clamd", "clamd.sock", "expected a unix socket path"),
         ("clamd", "127.0.0.1:0", "expected a unix socket path"),
+        ("clamd", "tcp://127.0.0.1:3310", "expected a unix socket path"),
         ("scan_timeout", "0", "expected a number of seconds > 0"),
     ],
 )
@@ -232,3 +236,17 @@ def test_a_bad_scanner_setting_is_one_line_naming_the_key(
     assert result.returncode == 78
     [line] = result.stderr.decode().strip().splitlines()
     assert f"[checks] {key}: {why}" in line and str(server.config) in line
+
+
+def test_settings_as_users_write_them_work(server: Server, rspamd, clamd) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    relative = os.path.relpath(clamd.address, server.root)  # relative to the config file
+    server.write_config(
+        checks={"rspamd": rspamd.address + "/checkv2", "clamd": "./" + relative, "virus_reject": "no"}
+    )
+    assert server.run("check").returncode == 0
+    assert accepted(server.smtp(dialogue(body=with_eicar())))
+    [(_, env)] = server.got()
+    assert (env["SPAM_ACTION"], env["VIRUS_STATUS"]) == ("no action", "infected")
+    assert "rspamd action='no action'" in server.log() and f"clamd infected {EICAR_NAME}" in server.log()
