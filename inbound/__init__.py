@@ -10,6 +10,7 @@
     inetd.py       one connection in inetd mode: the stages wired together, in order
     clients.py     per-client memory shared by all connections: rates, penalties ([limits])
     dnsbl.py       DNS blocklists: is the client listed? (checked at connect)
+    srs.py         the Sender Rewriting Scheme: forwards' MAIL FROM, bounces decoded
     serve.py       fast mode: a warm master that forks one inetd-mode child per connection
     policy.py      what the session asks: recipient routes, DMARC reject, INLINE handlers
     spool.py       stage 3: incoming/ -> queue/ -> done/ | failed/; envelope.json, state.json
