@@ -19,7 +19,7 @@
     addresses.py   address lists of From/To/Cc: the one parser of DMARC and the Envelope
     bounded.py     hostile-input bounds before the stdlib email parser
     envelope.py    what a Python handler gets: the message parsed lazily and defensively
-    autoreply/     the one outbound part: RFC 3834-safe replies and their transports
+    autoreply/     the one outbound part: RFC 3834-safe replies, forwards, their transports
     cli/           the command line: inetd mode, listen, deliver, send, queue, check
 
 Each room imports only rooms later in the flow (or the shared ones at the top); this

@@ -22,8 +22,8 @@ auth results) is plain data from the spool.  The message is parsed lazily and de
   `auth` (SPF/DKIM/DMARC) for that.
 
 Nothing here raises into the handler for a malformed message: values are best effort and
-problems are listed in `defects`.  `reply()` calls the replier that delivery injected
-(autoreply): this module imports nothing later in the flow.
+problems are listed in `defects`.  `reply()` and `forward()` call the replier and the
+forwarder that delivery injected (autoreply): this module imports nothing later in the flow.
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ class Envelope:
         replier: Callable[..., bool] | None = None,
         dnsbl: dict[str, str] | None = None,
         duplicate: bool = False,
+        forwarder: Callable[..., str] | None = None,
     ) -> None:
         text = bounded.valid_text  # every string handed out is valid Unicode (argv, env...)
         self.queue_id = queue_id
@@ -129,6 +130,7 @@ class Envelope:
         self._path = message_path
         self._prefix = prefix
         self._replier = replier
+        self._forwarder = forwarder
         self.dnsbl = dict(dnsbl or {})  # blocklist zone -> code, for a client they list
         self.duplicate = duplicate  # this handler handled the same message lately (dedupe_days)
         self._headers: EmailMessage | None = None
@@ -389,6 +391,19 @@ class Envelope:
         if self._replier is None:
             raise RuntimeError("no reply transport: this Envelope was not built by the server")
         return self._replier(self, body, **options)
+
+    def forward(self, to: str, **options: Any) -> str:
+        """Resend the message as received to TO (SRS, ARC, DKIM); the MAIL FROM it used."""
+        if self._forwarder is None:
+            raise RuntimeError("no forward transport: this Envelope was not built by the server")
+        return self._forwarder(self, to, **options)
+
+    @property
+    def srs_original(self) -> str:
+        """A bounce to our SRS address: the sender of the message we forwarded; else ""."""
+        from .srs import bounced_for
+
+        return bounced_for(self.recipients, self.server_config.forward if self.server_config else None)
 
     def as_dict(self, with_attachments: bool = False) -> dict[str, Any]:
         """A JSON-safe summary (for webhooks and logs)."""

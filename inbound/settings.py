@@ -172,7 +172,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "clamd": ("str", ""),
         "virus_reject": ("bool", "yes"),
     },
-    "forward": {  # SPEC: envelope.forward() (accepted; not implemented yet)
+    "forward": {  # SPEC: envelope.forward() / send --forward (inbound/autoreply/forward.py)
         "srs_domain": ("str", ""),
         "srs_secret": ("str", ""),
         "bounces": ("str", ""),

@@ -29,6 +29,12 @@ import hmac
 import re
 import time
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from .settings import ForwardSettings
+
 HASH_LENGTH = 4  # libsrs2's default
 MAX_AGE_DAYS = 21  # libsrs2's default: a bounce comes back within three weeks
 STAMP_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -120,3 +126,18 @@ def decode(address: str, secret: str, now: float | None = None, max_age: int = M
             raise SRSError(f"SRS address expired (older than {max_age} days)")
         return f"{original}@{host}"
     raise SRSError(f"not an SRS address: {address!r}")
+
+
+def bounced_for(recipients: Iterable[str], forward: ForwardSettings | None) -> str:
+    """The address a bounce to one of RECIPIENTS (our SRS addresses) is meant for; "" when
+    none is one.  The stamp's age is not checked again: RCPT did, and a retry comes later."""
+    if forward is None or not forward.srs_domain:
+        return ""
+    for recipient in recipients:
+        local, _, domain = recipient.rpartition("@")
+        if domain.lower().rstrip(".") == forward.srs_domain and is_srs(local):
+            try:
+                return decode(recipient, forward.srs_secret, max_age=1023)
+            except SRSError:
+                continue
+    return ""

@@ -201,7 +201,7 @@ def _dry_run(config: Config, router: Router, sender: str, routes: list) -> int:
             print(f"route: {route.address} -> {route.handler} ({route.via})")
     for name, addresses in record.groups().items():
         if name == POSTMASTER_TO_FAILED:
-            print("would move the message to failed/ (postmaster, no handler)")
+            print("would move the message to failed/ (postmaster@ or an SRS bounce, no handler)")
             continue
         handler = router.handlers[name]
         print(f"handler: {name} ({handler.kind}{', INLINE' if handler.inline else ''}) {handler.path}")

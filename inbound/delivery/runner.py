@@ -93,6 +93,7 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "SPAM_ACTION": "",
         "VIRUS": "",
         "DUPLICATE": "1" if envelope.duplicate else "",
+        "SRS_ORIGINAL": envelope.srs_original,  # a bounce to our SRS address: who it is for
         "SPF_RESULT": "none",
         "DKIM_RESULT": "none",
         "DMARC_RESULT": "none",
