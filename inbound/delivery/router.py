@@ -37,8 +37,8 @@ TYPE_CHECKING = False  # dataclasses cost start-up time; names for type checkers
 if TYPE_CHECKING:
     from types import ModuleType
 
-POSTMASTER_TO_FAILED = "-failed"
-SRS_PREFIXES = ("SRS0=", "SRS0+", "SRS0-", "SRS1=", "SRS1+", "SRS1-")  # srs.is_srs(), unimported  # route of postmaster mail nobody takes: straight to failed/
+POSTMASTER_TO_FAILED = "-failed"  # route of postmaster mail nobody takes: straight to failed/
+SRS_PREFIXES = ("SRS0=", "SRS0+", "SRS0-", "SRS1=", "SRS1+", "SRS1-")  # srs.is_srs(), not imported
 
 
 class Handler:
