@@ -349,3 +349,13 @@ def test_bad_forward_settings_are_one_line_config_errors(
     assert result.returncode == 78
     [line] = result.stderr.decode().splitlines()
     assert str(server.config) in line and error in line
+
+
+def test_check_shows_the_srs_bounce_route_and_names_a_missing_bounces_handler(forwarding: Server) -> None:
+    result = forwarding.run("check")
+    assert result.returncode == 0, result.stderr
+    assert b"SRS0=*@example.org (bounces)" in result.stdout and b"bounces" in result.stdout
+    (forwarding.handlers / "bounces.py").unlink()
+    result = forwarding.run("check")
+    assert result.returncode == 78
+    assert b"[forward] bounces: no handler named 'bounces'" in result.stderr
