@@ -401,9 +401,12 @@ class Envelope:
     @property
     def srs_original(self) -> str:
         """A bounce to our SRS address: the sender of the message we forwarded; else ""."""
+        forward = self.server_config.forward if self.server_config else None
+        if not (forward and forward.srs_domain and any(r[:3].upper() == "SRS" for r in self.recipients)):
+            return ""  # (srs.py, and hmac with it, imported only for a bounce)
         from .srs import bounced_for
 
-        return bounced_for(self.recipients, self.server_config.forward if self.server_config else None)
+        return bounced_for(self.recipients, forward)
 
     def as_dict(self, with_attachments: bool = False) -> dict[str, Any]:
         """A JSON-safe summary (for webhooks and logs)."""
