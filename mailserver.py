@@ -5,7 +5,7 @@ Run by inetd/xinetd/systemd (one process per connection, SMTP on stdin/stdout), 
 `mailserver.py listen` for development.  `mailserver.py --help` lists the commands.
 This file stays thin: the work is in the `inbound` package beside it.
 
-Handlers import `from mailserver import Reject, TempFail` (and `log`): the classes
+Handlers import `from mailserver import Reject, TempFail` (and `log`, `ForwardRefused`): the classes
 re-exported here are the very ones the server catches, also when this file runs as a script.
 """
 
@@ -43,9 +43,9 @@ if __name__ == "__main__":
     sys.modules.setdefault("mailserver", sys.modules["__main__"])
 
 from inbound import log  # noqa: E402  (handlers may log: from mailserver import log)
-from inbound.outcomes import Reject, TempFail  # noqa: E402
+from inbound.outcomes import ForwardRefused, Reject, TempFail  # noqa: E402
 
-__all__ = ["Reject", "TempFail", "log", "main"]
+__all__ = ["ForwardRefused", "Reject", "TempFail", "log", "main"]
 
 
 def main(argv: "list[str] | None" = None) -> int:

@@ -10,6 +10,7 @@
     inetd.py       one connection in inetd mode: the stages wired together, in order
     clients.py     per-client memory shared by all connections: rates, penalties ([limits])
     dnsbl.py       DNS blocklists: is the client listed? (checked at connect)
+    srs.py         the Sender Rewriting Scheme: forwards' MAIL FROM, bounces decoded
     serve.py       fast mode: a warm master that forks one inetd-mode child per connection
     policy.py      what the session asks: recipient routes, DMARC reject, INLINE handlers
     spool.py       stage 3: incoming/ -> queue/ -> done/ | failed/; envelope.json, state.json
@@ -18,7 +19,7 @@
     addresses.py   address lists of From/To/Cc: the one parser of DMARC and the Envelope
     bounded.py     hostile-input bounds before the stdlib email parser
     envelope.py    what a Python handler gets: the message parsed lazily and defensively
-    autoreply/     the one outbound part: RFC 3834-safe replies and their transports
+    autoreply/     the one outbound part: RFC 3834-safe replies, forwards, their transports
     cli/           the command line: inetd mode, listen, deliver, send, queue, check
 
 Each room imports only rooms later in the flow (or the shared ones at the top); this

@@ -147,6 +147,7 @@ def parse(path: str) -> Config:
     if bool(tls["certificate"]) != bool(tls["key"]):
         missing = "key" if tls["certificate"] else "certificate"
         raise ConfigError(f"{path}: [tls] {missing}: certificate and key go together")
+    _check_forward(path, values["forward"], server["domains"])  # type: ignore[arg-type]
     reply = values["reply"]
     reply["from_"] = reply.pop("from")
     return Config(
@@ -162,6 +163,19 @@ def parse(path: str) -> Config:
         routes=tuple(routes),
         handler_config=handler_config,
     )
+
+
+def _check_forward(path: str, forward: dict[str, object], domains: tuple[str, ...]) -> None:
+    """[forward]: SRS addresses live in one of our domains, and need a secret."""
+    domain, secret = str(forward["srs_domain"]).strip(), str(forward["srs_secret"]).strip()
+    if domain and canonical_domain(domain) not in domains:
+        raise ConfigError(f"{path}: [forward] srs_domain: {domain!r} is not one of [server] domains")
+    if domain and not secret:
+        raise ConfigError(f"{path}: [forward] srs_secret: empty; SRS addresses of srs_domain need a secret")
+    if secret and not domain:
+        raise ConfigError(f"{path}: [forward] srs_domain: empty; srs_secret goes with it")
+    forward["srs_domain"] = canonical_domain(domain) if domain else ""
+    forward["srs_secret"] = secret
 
 
 def _parse_error(e: configparser.Error) -> str:

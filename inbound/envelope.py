@@ -22,8 +22,8 @@ auth results) is plain data from the spool.  The message is parsed lazily and de
   `auth` (SPF/DKIM/DMARC) for that.
 
 Nothing here raises into the handler for a malformed message: values are best effort and
-problems are listed in `defects`.  `reply()` calls the replier that delivery injected
-(autoreply): this module imports nothing later in the flow.
+problems are listed in `defects`.  `reply()` and `forward()` call the replier and the
+forwarder that delivery injected (autoreply): this module imports nothing later in the flow.
 """
 
 from __future__ import annotations
@@ -113,6 +113,7 @@ class Envelope:
         dnsbl: dict[str, str] | None = None,
         duplicate: bool = False,
         verdicts: Verdicts | None = None,
+        forwarder: Callable[..., str] | None = None,
     ) -> None:
         text = bounded.valid_text  # every string handed out is valid Unicode (argv, env...)
         self.queue_id = queue_id
@@ -131,9 +132,15 @@ class Envelope:
         self._path = message_path
         self._prefix = prefix
         self._replier = replier
+        self._forwarder = forwarder
         self.dnsbl = dict(dnsbl or {})  # blocklist zone -> code, for a client they list
         self.duplicate = duplicate  # this handler handled the same message lately (dedupe_days)
         self.verdicts = verdicts  # the scanners' (rspamd, clamd); None: none configured
+        # rspamd's Spam (.action, .score, .required, .symbols) or None (not configured);
+        # the virus clamd named or None; clamd's word: clean, infected, unknown, "" (off)
+        self.spam: Spam | None = verdicts.spam if verdicts else None
+        self.virus = verdicts.virus.name if verdicts and verdicts.virus else None
+        self.virus_status = verdicts.virus.status if verdicts and verdicts.virus else ""
         self._headers: EmailMessage | None = None
         self._message: EmailMessage | None = None
         self._decoded: dict[tuple[str, str], object] = {}
@@ -148,22 +155,6 @@ class Envelope:
     @property
     def spool(self) -> str:
         return self.server_config.server.spool if self.server_config else ""
-
-    @property
-    def spam(self) -> Spam | None:
-        """rspamd's verdict (.score, .required, .action, .symbols; action "unknown" when
-        rspamd could not be asked), or None when `[checks] rspamd` is not set."""
-        return self.verdicts.spam if self.verdicts else None
-
-    @property
-    def virus(self) -> str | None:
-        """The name of the virus clamd found, or None (clean, unscanned, or see virus_status)."""
-        return self.verdicts.virus.name if self.verdicts and self.verdicts.virus else None
-
-    @property
-    def virus_status(self) -> str:
-        """clamd's word: "clean", "infected", "unknown" (clamd failed), "" (not configured)."""
-        return self.verdicts.virus.status if self.verdicts and self.verdicts.virus else ""
 
     @property
     def prefix(self) -> bytes:
@@ -408,6 +399,22 @@ class Envelope:
         if self._replier is None:
             raise RuntimeError("no reply transport: this Envelope was not built by the server")
         return self._replier(self, body, **options)
+
+    def forward(self, to: str, **options: Any) -> str:
+        """Resend the message as received to TO (SRS, ARC, DKIM); the MAIL FROM it used."""
+        if self._forwarder is None:
+            raise RuntimeError("no forward transport: this Envelope was not built by the server")
+        return self._forwarder(self, to, **options)
+
+    @property
+    def srs_original(self) -> str:
+        """A bounce to our SRS address: the sender of the message we forwarded; else ""."""
+        forward = self.server_config.forward if self.server_config else None
+        if not (forward and forward.srs_domain and any(r[:3].upper() == "SRS" for r in self.recipients)):
+            return ""  # (srs.py, and hmac with it, imported only for a bounce)
+        from .srs import bounced_for
+
+        return bounced_for(self.recipients, forward)
 
     def as_dict(self, with_attachments: bool = False) -> dict[str, Any]:
         """A JSON-safe summary (for webhooks and logs)."""

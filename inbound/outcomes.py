@@ -1,6 +1,6 @@
 """What a handler run can come to: done, deferred or failed, and the exceptions that say so.
 
-Handlers import `from mailserver import Reject, TempFail`; mailserver.py re-exports these
+Handlers import `from mailserver import Reject, TempFail` (and ForwardRefused); mailserver.py re-exports these
 very classes, so the server catches what handlers raise even when it runs as a script.
 `Outcome` is what delivery records per handler; `HandlerTimeout` is what the alarm raises
 when a Python handler runs past `[handlers] timeout`.
@@ -15,6 +15,12 @@ class TempFail(Exception):
 
 class Reject(Exception):
     """Permanent refusal: 550 to the client for INLINE handlers, else the message goes to failed/."""
+
+
+class ForwardRefused(Reject):
+    """envelope.forward() / send --forward will not (or cannot ever) forward this message: a
+    loop, our own domain, no [forward] settings, or the destination refused it for good.
+    A Reject: uncaught, the message goes to failed/ (retrying cannot help)."""
 
 
 class HandlerTimeout(BaseException):

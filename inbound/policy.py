@@ -101,9 +101,7 @@ class Policy:
                 return Decision("virus_reject", {"virus": virus.name})
             spam = verdicts.spam if verdicts else None
             if checks.spam_reject and spam and spam.action == "reject":
-                log.info(
-                    "%s: refused: spam, score %.2f (rspamd)", record.queue_id, spam.score or 0
-                )
+                log.info("%s: refused: spam, score %.2f (rspamd)", record.queue_id, spam.score or 0)
                 return Decision("spam_reject", {"score": f"{spam.score or 0:.2f}"})
         if inline:
             outcomes = delivery.deliver(incoming.dir, inline_only=True)

@@ -179,7 +179,7 @@ SCHEMA: dict[str, dict[str, tuple[str, str]]] = {
         "virus_reject": ("bool", "yes"),
         "scan_timeout": ("timeout", "30"),  # not in SPEC: each scanner's bound
     },
-    "forward": {  # SPEC: envelope.forward() (accepted; not implemented yet)
+    "forward": {  # SPEC: envelope.forward() / send --forward (inbound/autoreply/forward.py)
         "srs_domain": ("str", ""),
         "srs_secret": ("str", ""),
         "bounces": ("str", ""),

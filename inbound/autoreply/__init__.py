@@ -35,7 +35,8 @@ a permanent one) raises TempFail so the queue tries the handler again; a permane
 (5xx) is logged and send_reply returns False, since retrying cannot help.
 
 The rooms: rules.py (may we answer?), compose.py (the message, signed), ratelimit.py
-(one reply per sender per day), transports.py (how it leaves).  This package is imported
+(one reply per sender per day), transports.py (how it leaves); forward.py resends a
+message as received (SRS, ARC, DKIM) by the same transports.  This package is imported
 only when a handler replies; its heavy imports are inside the functions.  It types the
 message it answers against `rules.ReplyContext`, not the Envelope class.
 """

@@ -5,8 +5,9 @@ TempFail (try the handler again later) or PermanentFailure (retrying cannot help
 
     outbox    an .eml file in `[reply] outbox`, written atomically (dev/demo)
     sendmail  the `[reply] sendmail` command, split like a shell would but run without
-              one, the message on stdin (recipient appended unless -t is given); its
-              exit status judged by the one sysexits table (exits.py)
+              one, the message on stdin (recipient appended unless -t is given; a
+              forward drops -t and adds -f MAIL FROM); its exit status judged by the
+              one sysexits table (exits.py)
     smtp      the smarthost smtp_host:smtp_port; STARTTLS when offered and smtp_starttls
               (certificates are verified except on loopback), AUTH when smtp_user is set;
               port 465 means implicit TLS
@@ -67,8 +68,10 @@ def via_sendmail(data: bytes, mail_from: str, rcpt: str, config: Config) -> None
     argv = shlex.split(command)
     if not argv:
         raise TempFail("[reply] sendmail is empty")
+    if mail_from:  # a forward: this envelope, not the header's recipients (-t would loop)
+        argv = [a for a in argv if a != "-t"] + ["-f", mail_from]
     if "-t" not in argv:
-        argv.append(rcpt)  # refusal() made sure it does not start with "-"
+        argv.append(rcpt)  # refusal() (forward: its ADDRESS) made sure it does not start with "-"
     try:
         done = subprocess.run(
             argv,

@@ -24,6 +24,9 @@ def check(config: Config) -> int:
             problems.append(f"{config.path}: [routes] {pattern}: no handler named {name!r}")
     if config.handlers.catchall and config.handlers.catchall not in handlers:
         problems.append(f"{config.path}: [handlers] catchall: no handler named {config.handlers.catchall!r}")
+    bounces = config.forward.bounces
+    if bounces and bounces not in handlers:
+        problems.append(f"{config.path}: [forward] bounces: no handler named {bounces!r}")
     for name in config.handler_config:
         if name not in handlers:
             print(f"note: [handler.{name}] configures a handler that is not installed", file=sys.stderr)
@@ -62,6 +65,8 @@ def check(config: Config) -> int:
             print(f"{name + '[+*]@' + domain:40} {name:16} {handler.kind:8} {note}")
     postmaster = "postmaster" if "postmaster" in handlers else config.handlers.catchall or "(failed/)"
     print(f"{'postmaster@<each domain>':40} {postmaster:16}")
+    if config.forward.srs_domain:
+        print(f"{'SRS0=*@' + config.forward.srs_domain + ' (bounces)':40} {bounces or '(failed/)':16}")
     print(f"{'*@<each domain> (anything else)':40} {config.handlers.catchall or '(refused 550 5.1.1)':16}")
     for problem in problems:
         print(f"mailserver: {problem}", file=sys.stderr)
@@ -201,7 +206,7 @@ def _dry_run(config: Config, router: Router, sender: str, routes: list) -> int:
             print(f"route: {route.address} -> {route.handler} ({route.via})")
     for name, addresses in record.groups().items():
         if name == POSTMASTER_TO_FAILED:
-            print("would move the message to failed/ (postmaster, no handler)")
+            print("would move the message to failed/ (postmaster@ or an SRS bounce, no handler)")
             continue
         handler = router.handlers[name]
         print(f"handler: {name} ({handler.kind}{', INLINE' if handler.inline else ''}) {handler.path}")

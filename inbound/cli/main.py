@@ -126,6 +126,10 @@ def _commands(argv: list[str]) -> int:
 
         config_path = default_path()
     args.config = config_path
+    if args.command == "send" and args.forward is not None:
+        from .forward import forward_main
+
+        return forward_main(args)
     if args.command == "send" and args.reply is not None:
         from .reply import reply_main
 

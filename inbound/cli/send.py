@@ -14,7 +14,8 @@ on stderr as `C:`/`S:` lines; the server's final reply goes to stdout.  Exit sta
     69  EX_UNAVAILABLE  a 5xx reply (for any recipient: the others may have got it)
     64  EX_USAGE        bad arguments;  66 EX_NOINPUT: the --file cannot be read
 
-Replying from a program handler (`send --reply`) is reply.py beside this file.
+Replying from a program handler (`send --reply`) is reply.py beside this file, forwarding
+(`send --forward ADDR`) forward.py.
 
 This module speaks SMTP as a client only; it knows nothing of the server's session.
 """
@@ -69,6 +70,13 @@ def add_arguments(parser: Any) -> None:
         "with the RFC 3834 checks and the [reply] transport",
     )
     parser.add_argument("--handler", metavar="NAME", help="with --reply: handler name for the rate limit")
+    parser.add_argument(
+        "--forward",
+        metavar="ADDR",
+        help="from a program handler: forward spooled message $QUEUE_ID as received to ADDR "
+        "(SRS, ARC, DKIM; the [reply] transport)",
+    )
+    parser.add_argument("--queue-id", metavar="ID", help="with --forward: the message (default $QUEUE_ID)")
 
 
 def main(args: Any) -> int:

@@ -59,6 +59,13 @@ def send_reply(envelope: Envelope, body: str, **options: Any) -> bool:
     return autoreply_send(envelope, body, **options)
 
 
+def forward_message(envelope: Envelope, to: str, **options: Any) -> str:
+    """The forwarder handed to every Envelope: autoreply.forward, imported when used."""
+    from ..autoreply.forward import forward
+
+    return forward(envelope, to, **options)
+
+
 def stored_auth(state: State) -> AuthResults | None:
     """The AuthResults kept in STATE, or None (none stored, or unreadable)."""
     if not state.auth:
@@ -121,6 +128,7 @@ def handler_envelope(
         auth=auth,
         verdicts=stored_verdicts(state),
         replier=send_reply,
+        forwarder=forward_message,
         dnsbl=dict(item.partition("=")[::2] for item in record.dnsbl),
         duplicate=duplicate,
     )
@@ -316,7 +324,7 @@ class Delivery:
         duplicate: bool = False,
     ) -> Outcome:
         if name == POSTMASTER_TO_FAILED:
-            return Outcome("failed", "postmaster mail with no postmaster handler and no catchall")
+            return Outcome("failed", "no handler takes it (postmaster@, or a bounce to SRS: none configured)")
         handler = self.router.handlers.get(name)
         if handler is None:
             return Outcome("deferred", f"no handler named {name!r} in {self.config.handlers.dir}")

@@ -8,6 +8,9 @@ every process, so dropping a file in is the whole deployment.
 
 Routing an address local+ext@domain, first match wins:
   1. a domain not in `[server] domains` is not ours (550 5.7.1 at RCPT: we are no relay);
+     an SRS0=/SRS1= address of `[forward] srs_domain` is a bounce to a forward: when its
+     hash and age check out (srs.py) to the `[forward] bounces` handler, else failed/;
+     forged or expired, 550 5.1.1;
   2. `[routes]` patterns, in file order;
   3. handlers' `ADDRESSES` patterns, in handler-name order;
   4. the handler named like the local part (before `+`), case-insensitively;
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
 POSTMASTER_TO_FAILED = "-failed"  # route of postmaster mail nobody takes: straight to failed/
+SRS_PREFIXES = ("SRS0=", "SRS0+", "SRS0-", "SRS1=", "SRS1+", "SRS1-")  # srs.is_srs(), not imported
 
 
 class Handler:
@@ -104,6 +108,9 @@ class Router:
         address = f"{local}@{canonical_domain(domain)}"
         if not self.handlers and self.folder_error:
             return Route(address, refusal="handler_unavailable", via="the handlers folder cannot be read")
+        srs_domain = self.config.forward.srs_domain
+        if srs_domain == canonical_domain(domain) and local[:5].upper() in SRS_PREFIXES:
+            return self._srs_bounce(address)
         lowered = address.lower()
         for pattern, name in self.config.routes:
             if matches(lowered, pattern):
@@ -121,6 +128,20 @@ class Router:
         if catchall:
             return self._to(address, catchall, "catchall")
         return Route(address, refusal="no_such_user", via="no handler")
+
+    def _srs_bounce(self, address: str) -> Route:
+        """A bounce to one of our SRS addresses: to `[forward] bounces` (else failed/) when
+        it decodes, 550 5.1.1 like any unknown address when it is forged or expired."""
+        from ..srs import SRSError, decode
+
+        try:
+            decode(address, self.config.forward.srs_secret)
+        except SRSError as e:
+            return Route(address, refusal="no_such_user", via=f"SRS address: {e}")
+        name = self.config.forward.bounces
+        if not name:
+            return Route(address, handler=POSTMASTER_TO_FAILED, via="SRS bounce (no [forward] bounces)")
+        return self._to(address, name, "SRS bounce ([forward] bounces)")
 
     def _to(self, address: str, name: str, via: str) -> Route:
         handler = self.handlers.get(name)

@@ -94,6 +94,7 @@ def program_environment(envelope: Envelope, auth_env: dict[str, str], authres: s
         "VIRUS": "",
         "VIRUS_STATUS": "",
         "DUPLICATE": "1" if envelope.duplicate else "",
+        "SRS_ORIGINAL": envelope.srs_original,  # a bounce to our SRS address: who it is for
         "SPF_RESULT": "none",
         "DKIM_RESULT": "none",
         "DMARC_RESULT": "none",

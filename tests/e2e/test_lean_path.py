@@ -106,3 +106,20 @@ def test_the_public_suffix_list_is_built_once_not_per_connection(server: Server,
     assert (again.st_ino, again.st_mtime_ns) == (first.st_ino, first.st_mtime_ns)
     assert all(env["DMARC_RESULT"] == "pass" for _, env in server.got())
     assert sorted(p.name for p in cache.parent.iterdir()) == ["config.marshal", "psl.marshal"]
+
+
+def test_forwarding_code_is_imported_only_for_a_bounce_to_an_srs_address(server: Server) -> None:
+    from inbound import srs
+
+    server.write_config(forward={"srs_domain": "example.org", "srs_secret": "s3", "bounces": "sink"})
+    server.spool.mkdir(exist_ok=True)
+    for body in (MESSAGE, MESSAGE):  # the first builds the caches
+        out, modules = imported(server, session(body))
+    assert codes(out)[-2:] == [250, 221]
+    assert [m for m in ("inbound.srs", "inbound.autoreply", "hmac") if m in modules] == []
+    address = srs.encode("alice@sender.example", "example.org", "s3").encode()
+    bounce = EHLO + b"MAIL FROM:<>\r\nRCPT TO:<%s>\r\nDATA\r\n%s.\r\nQUIT\r\n" % (address, MESSAGE)
+    out, modules = imported(server, bounce)
+    assert codes(out)[-2:] == [250, 221]
+    assert "inbound.srs" in modules and "inbound.autoreply" not in modules
+    assert server.got()[-1][1]["SRS_ORIGINAL"] == "alice@sender.example"
