@@ -36,6 +36,20 @@ body's bytes as they arrived (not a re-encoded JSON), e.g. in Python:
         expected = "sha256=" + hmac.new(secret, body, "sha256").hexdigest()
         return hmac.compare_digest(header.encode(), expected.encode())
 
+The Standard Webhooks check with the standard library only (a secret without the
+`whsec_` prefix; reject a timestamp older than a few minutes, so a captured request
+cannot be replayed later):
+
+    import base64, hmac, time
+    def fresh_and_verified(secret: bytes, body: bytes, headers: dict, window: int = 300) -> bool:
+        sent = headers["webhook-timestamp"]
+        if not sent.isdigit() or abs(time.time() - int(sent)) > window:
+            return False
+        signed = f"{headers['webhook-id']}.{sent}.".encode() + body
+        expected = "v1," + base64.b64encode(hmac.new(secret, signed, "sha256").digest()).decode()
+        given = headers["webhook-signature"].split()  # several when the key is being rotated
+        return any(hmac.compare_digest(s.encode(), expected.encode()) for s in given)
+
 The answer decides: 2xx done; 408, 425, 429 and every 5xx, a redirect, a time-out or no
 connection: try again later (TempFail, retried through the queue with backoff); any
 other 4xx: refused for good (Reject, the message goes to failed/).  Redirects are not
@@ -44,6 +58,8 @@ Copy this file into handlers/ to use it.
 """
 
 from mailserver import Reject, TempFail
+
+REQUIRED_SETTINGS = ["url"]  # until it is set, mail to webhook@ gets 451 and `check` says so
 
 RETRYABLE_4XX = {408, 425, 429}
 

@@ -100,6 +100,12 @@ def _environment_problems(config: Config) -> list[str]:
                 f"{config.path}: [tls] certificate/key: {files}: {reason} (STARTTLS would not be offered)"
             )
     problems += _transport_problems(config)
+    if config.reply.dkim_key:
+        try:
+            with open(config.reply.dkim_key, "rb") as f:
+                f.read(1)
+        except OSError as e:  # every signed reply and forward would be deferred
+            problems.append(f"{config.path}: [reply] dkim_key: {config.reply.dkim_key}: {e.strerror}")
     return problems
 
 

@@ -122,3 +122,22 @@ def test_a_file_that_is_not_ini_names_the_line(server: Server) -> None:
     server.config.write_text("# a comment\nthis is not ini\n")
     code, text = check(server)
     assert code == 78 and "line 2" in text and text.count("\n") == 1
+
+
+def test_a_missing_dkim_key_is_named(server: Server) -> None:
+    server.write_config(
+        reply={"dkim_domain": "example.org", "dkim_selector": "s", "dkim_key": "keys/nope.key"}
+    )
+    code, text = check(server)
+    assert code == 78 and "[reply] dkim_key" in text and "No such file or directory" in text
+
+
+def test_the_webhook_example_without_its_url_is_named(server: Server) -> None:
+    (server.handlers / "webhook.py").write_text(
+        (Path(__file__).parents[2] / "examples" / "webhook.py").read_text()
+    )
+    code, text = check(server)
+    assert code == 0 and "warning: [handler.webhook] url" in text  # as for svnsync: deferred until set
+    from conftest import dialogue
+
+    assert b"451 4.3.0 <webhook@example.org>" in server.smtp(dialogue("webhook@example.org"))
