@@ -188,4 +188,7 @@ def arc_ready(data: bytes, prefix: bytes) -> bytes:
         return data
     value = prefix.split(b":", 1)[1].decode("utf-8", "replace").strip()
     fixed = re.sub(r"(?i)(^|;\s*)arc=(?!pass\b|fail\b|none\b)[a-z]+", r"\1arc=fail", value)
+    nothing = re.fullmatch(r"(?i)\s*([^;\s]+)\s*;\s*none\b.*", fixed, re.S)
+    if nothing:  # dkimpy would write the AAR as "i=1; id" alone, which RFC 8601 does not allow
+        fixed = f"{nothing.group(1)}; arc=none"
     return f"Authentication-Results: {fixed}\r\n".encode() + data[len(prefix) :]

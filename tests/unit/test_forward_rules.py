@@ -68,6 +68,13 @@ def test_arc_sign_gets_a_chain_result_it_knows(ours: str, given: str) -> None:
     assert arc_ready(prefix + rest, prefix) == prefix.replace(ours.encode(), given.encode()) + rest
 
 
+@pytest.mark.parametrize("ours", ["mx.test.example; none", "mx.test.example; none (checks failed: OSError)"])
+def test_with_no_results_the_aar_still_has_one_rfc_8601_allows(ours: str) -> None:
+    prefix = f"Authentication-Results: {ours}\r\n".encode()
+    rest = b"From: a@b\r\n\r\nbody\r\n"
+    assert arc_ready(prefix + rest, prefix) == b"Authentication-Results: mx.test.example; arc=none\r\n" + rest
+
+
 @pytest.mark.parametrize("address", ["bob@elsewhere.example", "b.o+b@x.example", "bücher@bücher.example"])
 def test_plain_addresses_may_be_forwarded_to(address: str) -> None:
     assert ADDRESS.fullmatch(address)
