@@ -17,11 +17,16 @@ writes each message to a folder.  Figures, medians of interleaved rounds:
     accepted    one message end to end: connect -> the handler's output exists
                 (min_smtpd: -> the file is in its Maildir; it checks nothing, runs nothing)
     4 clients   messages per second end to end, 4 clients at once
+    CPU/msg     user+sys CPU per message of the server's whole process tree during the
+                4-client rounds (utime+stime+cutime+cstime of the process
+                systemd-socket-activate runs, /proc/PID/stat: every child and handler
+                is reaped inside that tree), the figure that decides throughput on 2 cores
 
-each as a ratio to min_smtpd measured in the same run.  Needs systemd-socket-activate
-(Debian: systemd) and the dev requirements (dnslib, for the DNS server).
+each as a ratio to min_smtpd measured in the same run.  With `--against DIR` a second
+serve master runs another checkout's mailserver.py (`serve@against`) in the same rounds.
+Needs systemd-socket-activate (Debian: systemd) and the dev requirements (dnslib, for the DNS server).
 
-usage: bench/modes.py [ROUNDS] [--messages N]
+usage: bench/modes.py [ROUNDS] [--messages N] [--against DIR]
 """
 
 from __future__ import annotations
@@ -177,6 +182,13 @@ def accepted(server: Server, message: bytes) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def tree_cpu(pid: int) -> float:
+    """Seconds of CPU of PID and its reaped descendants (utime, stime, cutime, cstime)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def throughput(server: Server, messages: list[bytes], clients: int = 4) -> float:
     before = files(server.out)
     todo = list(messages)
@@ -200,12 +212,25 @@ def throughput(server: Server, messages: list[bytes], clients: int = 4) -> float
     return len(messages) / (time.perf_counter() - started)
 
 
+def cpu_per_message(server: Server, messages: list[bytes]) -> tuple[float, float]:
+    """(msgs/s with 4 clients, ms of CPU per message of the server's tree)."""
+    cpu = tree_cpu(server.process.pid)
+    rate = throughput(server, messages)
+    time.sleep(0.2)  # the last children reaped
+    return rate, (tree_cpu(server.process.pid) - cpu) * 1000 / len(messages)
+
+
 def main() -> int:
     args = sys.argv[1:]
     count = 40
     if "--messages" in args:
         at = args.index("--messages")
         count = int(args[at + 1])
+        del args[at : at + 2]
+    against = ""
+    if "--against" in args:
+        at = args.index("--against")
+        against = os.path.abspath(args[at + 1])
         del args[at : at + 2]
     rounds = int(args[0]) if args else 15
     if not shutil.which("systemd-socket-activate"):
@@ -217,7 +242,8 @@ def main() -> int:
     servers: dict[str, Server] = {}
     try:
         host, port = dns.address
-        for name in ("inetd", "serve"):
+        names = ["inetd", "serve"] + (["serve@against"] if against else [])
+        for name in names:
             os.makedirs(f"{root}/out-{name}")
             os.makedirs(f"{root}/{name}/handlers")
             with open(f"{root}/{name}/handlers/sink", "w") as f:
@@ -240,6 +266,13 @@ def main() -> int:
             "serve", [PYTHON, "-I", "-S", script, "serve", "--config", f"{root}/serve/config.ini"], False,
             f"{root}/out-serve",
         )  # fmt: skip
+        if against:
+            theirs = os.path.join(against, "mailserver.py")
+            config = f"{root}/serve@against/config.ini"
+            servers["serve@against"] = Server(
+                "serve@against", [PYTHON, "-I", "-S", theirs, "serve", "--config", config], False,
+                f"{root}/out-serve@against",
+            )  # fmt: skip
         messages = [signed_message(n) for n in range(count)]
         # warm up: page cache, __pycache__, the serve master's first start, the PSL cache
         for server in servers.values():
@@ -250,23 +283,29 @@ def main() -> int:
             for name, server in servers.items():
                 samples.setdefault((name, "refused"), []).append(refused(server))
                 samples.setdefault((name, "accepted"), []).append(accepted(server, messages[n % count]))
-        rates = {}
+        rates: dict[str, list[float]] = {}
+        cpus: dict[str, list[float]] = {}
         for _ in range(3):  # interleaved too, medians of three
             for name, server in servers.items():
-                rates.setdefault(name, []).append(throughput(server, messages))
+                rate, cpu = cpu_per_message(server, messages)
+                rates.setdefault(name, []).append(rate)
+                cpus.setdefault(name, []).append(cpu)
         print(f"{rounds} interleaved rounds, medians; all checks on against a loopback DNS server;")
         print(f"2 KB DKIM-signed messages; end to end = until the handler's output exists ({PYTHON})")
-        print(f"{'':10} {'refused session':>24} {'accepted, end to end':>26} {'4 clients, msgs/s':>24}")
+        print(f"{'':13} {'refused session':>21} {'accepted, end to end':>26} {'4 clients, msgs/s':>24}"
+              f" {'CPU/msg':>20}")  # fmt: skip
         floor_refused = statistics.median(samples[("min_smtpd", "refused")])
         floor_accepted = statistics.median(samples[("min_smtpd", "accepted")])
         floor_rate = statistics.median(rates["min_smtpd"])
+        floor_cpu = statistics.median(cpus["min_smtpd"])
         for name in servers:
             r = statistics.median(samples[(name, "refused")])
             a = statistics.median(samples[(name, "accepted")])
             t = statistics.median(rates[name])
+            c = statistics.median(cpus[name])
             print(
-                f"{name:10} {r:8.1f} ms {r / floor_refused:6.2f}x     {a:8.1f} ms {a / floor_accepted:6.2f}x"
-                f"     {t:8.1f} {t / floor_rate:6.2f}x"
+                f"{name:13} {r:5.1f} ms {r / floor_refused:6.2f}x     {a:8.1f} ms {a / floor_accepted:6.2f}x"
+                f"     {t:8.1f} {t / floor_rate:6.2f}x     {c:6.1f} ms {c / floor_cpu:5.2f}x"
             )
         return 0
     finally:

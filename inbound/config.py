@@ -80,13 +80,30 @@ def load(path: str) -> Config:
             data = f.read()
     except OSError:
         return parse(path)  # which says what is wrong
+    if _loaded is not None and _loaded[:3] == (path, data, _code()):
+        return _loaded[3]
     cache = _cache_path(path, data)
     config = cached(cache, path, data) if cache else None
     if config is None:
         config = parse(path)
         if cache:
             _save(cache, path, data, config)
+    if cache:
+        _remember(path, data, config)
     return config
+
+
+#: The last Config load() built in this process, with the file's path and content and the
+#: code's (`_code()`, as the cache): read again, the very same bytes give the very same
+#: (read-only) settings.  A `serve` child inherits the master's, so a connection whose
+#: config.ini did not change pays one read of it and a comparison, not the compiled
+#: cache's read, checks and unmarshalling.
+_loaded: tuple[str, bytes, tuple[int, int, int, int], Config] | None = None
+
+
+def _remember(path: str, data: bytes, config: Config) -> None:
+    global _loaded
+    _loaded = (path, data, _code(), config)
 
 
 def parse(path: str) -> Config:

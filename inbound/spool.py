@@ -57,13 +57,19 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
-def write_json(path: str, data: Any, durable: bool = True) -> None:
-    """Replace PATH atomically with DATA as JSON; DURABLE: fsync'ed (file and folder)."""
+def dumps(data: Any) -> str:
+    """DATA as one line of JSON, keys sorted: json.dumps without `indent` is the C encoder;
+    json.dump, or any indent, is the pure-Python one (~10x the time on a state.json)."""
     import json
 
+    return json.dumps(data, sort_keys=True) + "\n"
+
+
+def write_json(path: str, data: Any, durable: bool = True) -> None:
+    """Replace PATH atomically with DATA as JSON; DURABLE: fsync'ed (file and folder)."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
+        f.write(dumps(data))
         if durable:
             f.flush()
             os.fsync(f.fileno())
@@ -158,11 +164,10 @@ class Record:
     def create(self, folder: str) -> None:
         """Write envelope.json, new, in a folder not yet accepted, fsync'ed (the folder's own
         fsync is the caller's): no temporary file, nobody reads it before the rename."""
-        import json
 
         fd = os.open(os.path.join(folder, ENVELOPE), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=1, sort_keys=True)
+            f.write(dumps(self.to_json()))
             f.flush()
             os.fsync(f.fileno())
 

@@ -254,6 +254,15 @@ def _chosen(signatures: list[bytes], from_domain: str) -> list[int]:
     return sorted(order[:MAX_DKIM_SIGNATURES])
 
 
+def key_name(signed: Signed, idx: int) -> str:
+    """Where the key of signature IDX is (`s._domainkey.d`), "" when a tag is missing."""
+    tags = _tags(signed.signatures[idx])
+    selector, domain = (
+        re.sub(rb"\s+", b"", tags.get(t, b"")).decode("utf-8", "replace") for t in (b"s", b"d")
+    )
+    return f"{selector}._domainkey.{domain}" if selector and domain else ""
+
+
 def check_dkim(signed: Signed, resolver: Resolver) -> list[DKIMResult]:
     """Verify the chosen DKIM-Signatures of SIGNED; [] when it has none."""
     if signed.dkim is None:

@@ -140,6 +140,7 @@ class Resolver:
         self.budget = budget
         self._addresses_checked = False
         self._answers: dict[tuple[tuple[bytes, ...], int], Response | DNSTemporaryError] = {}
+        self._ahead: dict[tuple[tuple[bytes, ...], int], _Ahead] = {}  # sent, answer not read yet
         #: Queries actually sent (answers from memory not counted), for logs and tests.
         self.sent = 0
 
@@ -177,6 +178,39 @@ class Resolver:
             raise known
         return known
 
+    def send_ahead(self, name: str | bytes, rdtype: str) -> None:
+        """Send now the first try of the lookup of NAME/RDTYPE that a check is sure to make
+        later; its answer is read when query() asks (the questions of a message then travel
+        together, not one after the other).  The same lookup, query count and deadlines as
+        without; a name that cannot be asked, or a budget already spent, sends nothing."""
+        try:
+            labels = self._qname(name)
+        except DNSNameError:
+            return
+        qtype = dnswire.type_code(rdtype)
+        key = (tuple(x.lower() for x in labels), qtype)
+        if key in self._answers or key in self._ahead or not self.servers:
+            return
+        try:
+            deadline = self._start()
+        except DNSBudgetExceeded:
+            return
+        host, port = self.servers[0]
+        qid = int.from_bytes(os.urandom(2), "big")
+        query = dnswire.query_wire(qid, labels, qtype)
+        try:
+            sock = _udp_send(query, host, port)
+        except OSError:
+            sock = None  # the lookup's first try then fails as it would have
+        self._ahead[key] = _Ahead(sock, qid, query, deadline)
+
+    def close(self) -> None:
+        """Close what send_ahead() sent and nobody asked for."""
+        for ahead in self._ahead.values():
+            if ahead.sock is not None:
+                ahead.sock.close()
+        self._ahead.clear()
+
     def resolve(self, name: str | bytes, rdtype: str) -> list[Any]:
         """Values of NAME/RDTYPE, following CNAMEs (a loop or an over-long chain is temporary)."""
         current = dnswire.plain(self._qname(name))
@@ -204,6 +238,14 @@ class Resolver:
         return [b"".join(strings) for strings in self.resolve(name, "TXT")]
 
     # -- internals ----------------------------------------------------------------
+    def _start(self) -> float:
+        """Account for one lookup about to be sent (the budget may refuse); its deadline."""
+        timeout = self.timeout
+        if self.budget is not None:
+            timeout = min(timeout, self.budget.spend_query())
+        self.sent += 1
+        return time.monotonic() + timeout
+
     @staticmethod
     def _qname(name: str | bytes) -> tuple[bytes, ...]:
         try:
@@ -222,24 +264,31 @@ class Resolver:
         shown = dnswire.plain(labels) + "."
         if not servers:
             raise DNSTemporaryError("no DNS server configured")
-        timeout = self.timeout
-        if self.budget is not None:
-            timeout = min(timeout, self.budget.spend_query())
-        self.sent += 1
-        deadline = time.monotonic() + timeout
-        per_try = max(self.timeout / 3, 0.1)
         question = (tuple(x.lower() for x in labels), qtype, dnswire.IN)
+        ahead = self._ahead.pop(question[:2], None)
+        deadline = ahead.deadline if ahead is not None else self._start()
+        per_try = max(self.timeout / 3, 0.1)
         problems: list[str] = []
         while True:
             answered_badly = 0
             for host, port in servers:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    if ahead is not None and ahead.sock is not None:
+                        ahead.sock.close()
                     raise DNSTemporaryError(f"{shown} timed out ({'; '.join(problems[-2:]) or 'no answer'})")
-                qid = int.from_bytes(os.urandom(2), "big")
-                query = dnswire.query_wire(qid, labels, qtype)
+                if ahead is not None:  # the first try, sent ahead: its time counts from then
+                    qid, query, sock, expiry = ahead.qid, ahead.query, ahead.sock, ahead.sent + per_try
+                    ahead = None
+                else:
+                    qid = int.from_bytes(os.urandom(2), "big")
+                    query = dnswire.query_wire(qid, labels, qtype)
+                    sock, expiry = None, time.monotonic() + per_try
                 try:
-                    wire, message = _udp(query, qid, question, host, port, min(per_try, remaining))
+                    if sock is None:
+                        sock = _udp_send(query, host, port)
+                    with sock:
+                        wire, message = _udp_receive(sock, qid, question, host, port, min(expiry, deadline))
                     if message.flags & dnswire.TC:  # truncated: ask again over TCP
                         remaining = deadline - time.monotonic()
                         if remaining <= 0:
@@ -290,30 +339,50 @@ def _check(message: dnswire.Message, qid: int, question: tuple) -> None:
 Answer = tuple[bytes, dnswire.Message]
 
 
-def _udp(query: bytes, qid: int, question: tuple, host: str, port: int, wait: float) -> Answer:
-    family = _family(host)
-    expiry = time.monotonic() + wait
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+class _Ahead:
+    """A lookup's first try, sent by send_ahead(): its socket (None if sending failed)."""
+
+    __slots__ = ("sock", "qid", "query", "deadline", "sent")
+
+    def __init__(self, sock: socket.socket | None, qid: int, query: bytes, deadline: float) -> None:
+        self.sock, self.qid, self.query, self.deadline = sock, qid, query, deadline
+        self.sent = time.monotonic()
+
+
+def _udp_send(query: bytes, host: str, port: int) -> socket.socket:
+    sock = socket.socket(_family(host), socket.SOCK_DGRAM)
+    try:
         sock.connect((host, port))  # the OS's random source port; other sources dropped
         sock.send(query)
-        while True:
-            remaining = expiry - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            sock.settimeout(remaining)
-            wire, source = sock.recvfrom(65535)
-            if source[1] != port or not _same_address(family, source[0], host):
-                continue
-            try:
-                head = dnswire.Message(wire, header_only=True)
-                if head.flags & dnswire.TC and not head.question:
-                    head.question = [question]  # a bare TC header (no question): TCP decides
-                _check(head, qid, question)
-            except (_Unexpected, dnswire.FormError, struct.error):
-                continue  # not ours (or not even a header and question): keep waiting
-            if head.flags & dnswire.TC:
-                return wire, head  # truncated: the rest is not read, TCP follows
-            return wire, dnswire.Message(wire)  # ours but malformed: dnswire.FormError, a bad answer
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _udp_receive(
+    sock: socket.socket, qid: int, question: tuple, host: str, port: int, expiry: float
+) -> Answer:
+    """The answer to our query on SOCK by EXPIRY (monotonic), other datagrams ignored."""
+    family = _family(host)
+    while True:
+        remaining = expiry - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        wire, source = sock.recvfrom(65535)
+        if source[1] != port or not _same_address(family, source[0], host):
+            continue
+        try:
+            head = dnswire.Message(wire, header_only=True)
+            if head.flags & dnswire.TC and not head.question:
+                head.question = [question]  # a bare TC header (no question): TCP decides
+            _check(head, qid, question)
+        except (_Unexpected, dnswire.FormError, struct.error):
+            continue  # not ours (or not even a header and question): keep waiting
+        if head.flags & dnswire.TC:
+            return wire, head  # truncated: the rest is not read, TCP follows
+        return wire, dnswire.Message(wire)  # ours but malformed: dnswire.FormError, a bad answer
 
 
 def _tcp(query: bytes, qid: int, question: tuple, host: str, port: int, expiry: float) -> Answer:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
+import time
 
 from .. import exits, log
 from ..outcomes import HandlerTimeout, Outcome, Reject, TempFail
@@ -27,8 +27,8 @@ from .router import Handler
 
 TYPE_CHECKING = False  # typing and dataclasses cost start-up time; names for type checkers only
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Iterator
-    from typing import IO
 
     from ..envelope import Envelope
 
@@ -179,30 +179,7 @@ def run_program(
     except OSError as e:
         return Outcome("deferred", f"cannot start {handler.path}: {e.strerror}")
     assert proc.stdin and proc.stdout
-    output: list[bytes] = []
-    feeder = threading.Thread(target=_feed, args=(proc.stdin, prefix, message_path), daemon=True)
-    reader = threading.Thread(target=_drain, args=(proc.stdout, output), daemon=True)
-    feeder.start()
-    reader.start()
-    # Popen.wait(timeout) polls with sleeps of up to 50 ms: a thread blocked in waitpid()
-    # and a join with the timeout notice the exit at once.
-    waiter = threading.Thread(target=proc.wait, daemon=True)
-    waiter.start()
-    waiter.join(timeout or None)
-    timed_out = waiter.is_alive()
-    if timed_out:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        waiter.join()
-    status = proc.wait()
-    try:  # whatever the program left running in its group (`sleep &`) goes with it
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    reader.join(5)
-    feeder.join(5)
+    output, status, timed_out = converse(proc, message_lines(prefix, message_path), timeout)
     text = b"".join(output).decode("utf-8", "replace")
     for line in text.splitlines()[:200]:
         log.info("%s: handler %s: %s", envelope.queue_id, handler.name, line)
@@ -217,25 +194,121 @@ def run_program(
     return Outcome(kind, f"{exits.describe(status)} {last}".strip())
 
 
-def _feed(pipe: IO[bytes], prefix: bytes, path: str) -> None:
-    try:
-        for chunk in message_lines(prefix, path):
-            pipe.write(chunk)
-    except (BrokenPipeError, OSError):
-        pass  # a program need not read its input
-    finally:
-        try:
-            pipe.close()
-        except OSError:
-            pass
+def converse(
+    proc: subprocess.Popen[bytes], data: Iterator[bytes], timeout: float
+) -> tuple[list[bytes], int, bool]:
+    """Feed DATA to PROC's stdin and keep (up to OUTPUT_LIMIT of) its stdout until it exits
+    or TIMEOUT (0: none) is over, then kill its process group: one thread and one poll()
+    over the two pipes and a pidfd (no threads to start; the exit is noticed at once).
+    (output, exit status, timed out)."""
+    import select
 
-
-def _drain(pipe: IO[bytes], output: list[bytes]) -> None:
+    assert proc.stdin and proc.stdout
+    stdin, stdout = proc.stdin.fileno(), proc.stdout.fileno()
+    os.set_blocking(stdin, False)
+    os.set_blocking(stdout, False)
+    pidfd = _pidfd(proc.pid)
+    poller = select.poll()
+    poller.register(stdin, select.POLLOUT)
+    poller.register(stdout, select.POLLIN)
+    if pidfd >= 0:
+        poller.register(pidfd, select.POLLIN)
+    output: list[bytes] = []
     kept = 0
-    while True:
-        chunk = pipe.read1(65536) if hasattr(pipe, "read1") else pipe.read(65536)
-        if not chunk:
-            break
-        if kept < OUTPUT_LIMIT:
-            output.append(chunk[: OUTPUT_LIMIT - kept])
-            kept += len(chunk)
+    pending = memoryview(b"")
+    feeding = reading = True
+    deadline = time.monotonic() + timeout if timeout else None
+    timed_out = False
+    try:
+        while proc.poll() is None:
+            wait = -1.0 if pidfd >= 0 else 0.01  # no pidfd: look at the child every 10 ms
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    timed_out = True
+                    break
+                wait = left if wait < 0 else min(wait, left)
+            for fd, _ in poller.poll(None if wait < 0 else wait * 1000):
+                if fd == stdin and feeding:
+                    pending, feeding = _write_some(stdin, pending, data)
+                    if not feeding:
+                        poller.unregister(stdin)
+                        proc.stdin.close()
+                elif fd == stdout and reading:
+                    chunk = _read_some(stdout)
+                    if chunk is None:
+                        continue
+                    if not chunk:
+                        reading = False
+                        poller.unregister(stdout)
+                    elif kept < OUTPUT_LIMIT:
+                        output.append(chunk[: OUTPUT_LIMIT - kept])
+                        kept += len(chunk)
+                elif fd == pidfd:
+                    poller.unregister(pidfd)
+                    pidfd = _close(pidfd)
+        if timed_out:
+            _kill_group(proc.pid)
+        status = proc.wait()
+        _kill_group(proc.pid)  # whatever the program left running in its group (`sleep &`) goes with it
+        if not proc.stdin.closed:
+            proc.stdin.close()
+        if reading:  # what it wrote last, with its group gone: the pipe ends at once (or in 5 s)
+            os.set_blocking(stdout, True)
+            ready = select.poll()
+            ready.register(stdout, select.POLLIN)
+            end = time.monotonic() + 5
+            while kept < OUTPUT_LIMIT and ready.poll(max(end - time.monotonic(), 0) * 1000):
+                chunk = os.read(stdout, 65536)
+                if not chunk:
+                    break
+                output.append(chunk[: OUTPUT_LIMIT - kept])
+                kept += len(chunk)
+    finally:
+        _close(pidfd)
+        proc.stdout.close()
+    return output, status, timed_out
+
+
+def _pidfd(pid: int) -> int:
+    """A descriptor readable when PID exits (Linux 5.3), or -1."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return -1
+
+
+def _close(fd: int) -> int:
+    if fd >= 0:
+        os.close(fd)
+    return -1
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _write_some(fd: int, pending: memoryview, data: Iterator[bytes]) -> tuple[memoryview, bool]:
+    """Write what the pipe takes now; (what is left of the chunk, still feeding)."""
+    try:
+        while True:
+            if not pending:
+                chunk = next(data, None)
+                if chunk is None:
+                    return pending, False
+                pending = memoryview(chunk)
+            pending = pending[os.write(fd, pending) :]
+    except BlockingIOError:
+        return pending, True
+    except OSError:  # EPIPE: a program need not read its input
+        return pending, False
+
+
+def _read_some(fd: int) -> bytes | None:
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
