@@ -1,7 +1,7 @@
 # make run   - set up .venv and listen on 127.0.0.1:2525 with the shipped handlers (dev config)
 # make test  - set up .venv, lint, type-check and run the whole test suite (what CI runs)
 # make test-fast - unit tests and the RFC suites only (no subprocesses, no deploy)
-# make bench - print start-up, checked-session and memory figures next to the reference floor
+# make bench - print start-up, checked-session, memory, modes and defence figures next to the reference floor
 
 PYTHON ?= python3
 VENV   := .venv
@@ -51,6 +51,7 @@ bench: $(STAMP)
 	$(PY) bench/checked.py
 	$(PY) bench/memory.py
 	$(PY) bench/modes.py
+	$(PY) bench/defence.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -63,6 +63,10 @@ def warm_up(config: Config) -> None:
     from .delivery import deliver, queue, router, runner  # noqa: F401
     from .smtp import session, tls  # noqa: F401
 
+    if config.checks.rspamd or config.checks.clamd:  # the scanners' clients, when asked
+        import http.client  # noqa: F401
+
+        from .checks import scanners  # noqa: F401
     try:  # the libraries themselves, and the public suffix list
         import dkim as dkimpy  # noqa: F401
         import spf as pyspf  # noqa: F401
