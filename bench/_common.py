@@ -50,6 +50,7 @@ def server_folder(config: str = CONFIG, sink: str = "#!/bin/sh\nexec cat > /dev/
     )
     with open(os.path.join(root, "config.ini"), "w") as f:
         f.write(config)
+    os.mkdir(os.path.join(root, "spool"))  # as an installation has it (`check` insists)
     path = os.path.join(root, "handlers", "sink")
     with open(path, "w") as f:
         f.write(sink)

@@ -130,9 +130,12 @@ def main() -> int:
         ),
         "checked": ([PYTHON, "-I", "-S", MAILSERVER, "--config", config], session),
     }
-    if against:
+    roots = [root]
+    if against:  # its own folder: the two trees must not take turns rebuilding each other's caches
         theirs = os.path.join(against, "mailserver.py")
-        cases["checked@against"] = ([PYTHON, "-I", "-S", theirs, "--config", config], session)
+        roots.append(server_folder(CONFIG.format(port=dns.port, timeout=timeout), SINK))
+        their_config = os.path.join(roots[1], "config.ini")
+        cases["checked@against"] = ([PYTHON, "-I", "-S", theirs, "--config", their_config], session)
     try:
         for argv, data in cases.values():  # warm the page cache, __pycache__ and any cache file
             timed(argv, data)
@@ -154,7 +157,8 @@ def main() -> int:
         return 0 if ok else 1
     finally:
         dns.close()
-        shutil.rmtree(root, ignore_errors=True)
+        for folder in roots:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def hostile_run(rounds: int, kind: str, timeout: float, against: str) -> int:

@@ -49,8 +49,15 @@ def main() -> int:
         "rejected": (ours, REJECTED),
         "accepted": (ours, ACCEPTED),
     }
-    if against:
-        theirs = [ours[0], ours[1], ours[2], os.path.join(against, "mailserver.py"), *ours[4:]]
+    roots = [root]
+    if against:  # its own folder: the two trees must not take turns rebuilding each other's caches
+        roots.append(server_folder())
+        theirs = [
+            *ours[:3],
+            os.path.join(against, "mailserver.py"),
+            "--config",
+            os.path.join(roots[1], "config.ini"),
+        ]
         cases["rejected@against"] = (theirs, REJECTED)
         cases["accepted@against"] = (theirs, ACCEPTED)
     try:
@@ -69,7 +76,8 @@ def main() -> int:
             print(f"{name:18} {median:7.1f} ms   {ratios}")
         return 0
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        for folder in roots:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,9 @@ CREATE TABLE IF NOT EXISTS dnsbl (addr TEXT PRIMARY KEY, until REAL NOT NULL, li
 """
 
 
+SCHEMA_VERSION = 1  # PRAGMA user_version once SCHEMA is in place: later opens skip it
+
+
 def _sqlite3():  # type: ignore[no-untyped-def]
     """The sqlite3 C module itself: the `sqlite3` package adds only its date adapters
     and costs every connection ~2 ms more (datetime, collections.abc)."""
@@ -69,9 +72,11 @@ class ClientMemory:
         for attempt in (1, 2):
             try:
                 db = sqlite3.connect(self.path, timeout=BUSY_MS / 1000, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=OFF")  # counts and penalties: losing one is harmless
-                db.executescript(SCHEMA)
+                if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:  # new (or older)
+                    db.execute("PRAGMA journal_mode=WAL")  # kept in the file, like user_version
+                    db.executescript(SCHEMA)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
                 db.execute("SELECT count(*) FROM penalties").fetchone()
                 self._db = db
                 return db

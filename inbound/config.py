@@ -260,6 +260,8 @@ def _convert(path: str, base: str, section: str, key: str, kind: str, raw: str) 
             raise bad("expected one of " + ", ".join(choices))
         return raw.lower()
     if kind == "url":  # [checks] rspamd
+        if not raw:
+            return ""
         from urllib.parse import urlsplit
 
         parts = urlsplit(raw)

@@ -22,7 +22,7 @@ Pure functions of bytes and text: no sockets, no time; resolver.py does the aski
 
 from __future__ import annotations
 
-import socket
+import _socket as socket  # the C module (socket.py costs ~4 ms to import): socket(), inet_*
 import struct
 
 TYPE_CHECKING = False  # `typing` is not imported at run time
