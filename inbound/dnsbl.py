@@ -59,8 +59,8 @@ def lookup(config: Config, addr: str, memory: ClientMemory | None = None) -> lis
     zones = config.checks.dnsbl
     if not zones or not addr:
         return []
-    key = f"{addr} {','.join(zones)}"  # answers of these very zones: a config change asks anew
-    cached = memory.cached_dnsbl(key) if memory is not None else None
+    key = ",".join(zones)  # answers of these very zones: a config change asks anew
+    cached = memory.cached_dnsbl(addr, key) if memory is not None else None
     if cached is not None:
         if cached:
             log.info("client %s is listed: %s (cached)", addr, " ".join(cached))
@@ -84,7 +84,7 @@ def lookup(config: Config, addr: str, memory: ClientMemory | None = None) -> lis
         elif values and all(v.startswith("127.255.255.") for v in values):
             log.warning("dnsbl %s answers %s for %s: the list refuses our queries", zone, values[0], addr)
     if memory is not None:
-        memory.cache_dnsbl(key, found, CACHE_SECONDS)
+        memory.cache_dnsbl(addr, key, found, CACHE_SECONDS)
     if found:
         log.info("client %s is listed: %s", addr, " ".join(found))
     return found

@@ -167,7 +167,7 @@ def turned_away(config: Config, memory: ClientMemory, channel: Channel, client: 
     why = memory.penalty(client.addr)
     if why:
         return render("penalized", host=host, why=why).decode().strip()
-    count = memory.count_connection(client.addr, config.limits.rate_window)
+    count = memory.count_connection(client.addr, config.limits.rate_window, keep=config.limits.rate + 1)
     if config.limits.rate and count > config.limits.rate:
         return render("rate_limited", host=host).decode().strip()
     if config.limits.pregreet and talks_first(channel, config.limits.pregreet):

@@ -63,10 +63,10 @@ def warm_up(config: Config) -> None:
     from .delivery import deliver, queue, router, runner  # noqa: F401
     from .smtp import session, tls  # noqa: F401
 
-    if config.keeps_client_memory:  # sqlite (and functools, collections): ~8 ms a child
-        from . import clients
+    if config.keeps_client_memory:
+        import fcntl  # noqa: F401
 
-        clients._sqlite3()
+        from . import clients, dnsbl  # noqa: F401
     if config.checks.rspamd or config.checks.clamd:  # the scanners' clients, when asked
         import http.client  # noqa: F401
 

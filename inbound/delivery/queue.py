@@ -123,6 +123,10 @@ class Queue(Delivery):
         from .duplicates import Seen
 
         Seen(self.config.server.spool, self.config.handlers.dedupe_days).sweep()
+        if self.config.keeps_client_memory:
+            from ..clients import ClientMemory
+
+            ClientMemory(self.config.server.spool).sweep(window=max(86400.0, self.config.limits.rate_window))
         now = self.clock()
         keep = self.config.handlers.keep_done * 86400
         for queue_id in self.spool.ids("done"):

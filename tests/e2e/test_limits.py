@@ -1,22 +1,25 @@
-"""[limits]: per-client memory shared by every connection process (a sqlite store under
-the spool): connection rate per client address, pregreet, and penalties for clients that
+"""[limits]: per-client memory shared by every connection process (a file per client
+under <spool>/clients/): connection rate per client address, pregreet, and penalties for clients that
 ran into the error or probing limits; and the store's hostile cases (corrupt, locked,
 huge), none of which may stop mail."""
 
 from __future__ import annotations
 
-import sqlite3
+import fcntl
+import os
 import threading
 import time
 from pathlib import Path
 
 from conftest import EHLO, Server, codes, dialogue, replies
 
-from inbound.clients import FILENAME, MAX_ROWS, ClientMemory
+from inbound.clients import FOLDER, MAX_FILE, MAX_TIMES, ClientMemory
+
+CLIENT = "192.0.2.10"  # the address server.smtp() connects from
 
 
-def store(server: Server) -> Path:
-    return server.spool / FILENAME
+def store(server: Server, addr: str = CLIENT) -> Path:
+    return server.spool / FOLDER / addr.replace(":", "_")
 
 
 def test_over_the_rate_a_client_gets_421_at_connect_and_others_do_not(server: Server) -> None:
@@ -83,44 +86,56 @@ def test_a_client_that_ran_into_the_error_limit_is_turned_away_for_a_while(serve
     assert codes(server.smtp(b"QUIT\r\n", remote_addr="203.0.113.5")) == [220, 221]
 
 
-def test_a_corrupt_store_is_moved_aside_and_mail_flows(server: Server) -> None:
+def test_a_corrupt_or_huge_store_file_is_started_afresh_and_mail_flows(server: Server) -> None:
     server.write_config(limits={"rate": "5"})
-    store(server).write_bytes(b"this is not a database" * 100)
-    assert b"250 2.0.0 OK queued" in server.smtp(dialogue())
-    assert list(server.spool.glob(FILENAME + ".broken-*"))
-    assert "was unreadable" in server.log()
-    sqlite3.connect(store(server)).execute("SELECT count(*) FROM connections").fetchone()
+    for garbage in (b"this is not ours\0" * 100, b"c " + b"1" * (MAX_FILE + 10) + b"\n"):
+        store(server).parent.mkdir(exist_ok=True)
+        store(server).write_bytes(garbage)
+        assert b"250 2.0.0 OK queued" in server.smtp(dialogue())
+        assert "was unreadable: starting it afresh" in server.log()
+        assert store(server).read_bytes().startswith(b"c ") and store(server).stat().st_size < 100
 
 
-def test_a_store_locked_by_a_crashed_or_slow_process_never_stops_mail(server: Server) -> None:
+def test_a_store_file_locked_by_a_slow_process_never_stops_mail(server: Server) -> None:
     server.write_config(limits={"rate": "5"})
-    assert codes(server.smtp(b"QUIT\r\n")) == [220, 221]  # the store exists
-    holder = sqlite3.connect(store(server), isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
+    assert codes(server.smtp(b"QUIT\r\n")) == [220, 221]  # the file exists
+    holder = os.open(store(server), os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a crashed holder's lock would be gone with it
     try:
         started = time.monotonic()
         assert b"250 2.0.0 OK queued" in server.smtp(dialogue())
         assert time.monotonic() - started < 10
     finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert "skipped" in server.log()
+        os.close(holder)
+    assert "is locked by another process: skipped for this connection" in server.log()
 
 
 def test_the_store_stays_bounded(server: Server) -> None:
-    memory = ClientMemory(str(server.spool), clock=lambda: 1000.0)
-    db = memory._open()
-    assert db is not None
-    db.executemany(
-        "INSERT INTO connections VALUES (?, ?)",
-        ((f"10.0.{n // 256}.{n % 256}", 999.0) for n in range(MAX_ROWS + 500)),
-    )
-    memory.count_connection("192.0.2.1", 3600)
-    (count,) = db.execute("SELECT count(*) FROM connections").fetchone()
-    assert count <= MAX_ROWS
-    memory.count_connection("192.0.2.1", 1)  # a short window expires the old rows
-    (count,) = db.execute("SELECT count(*) FROM connections").fetchone()
-    assert count == 2  # only the two connections inside the window are left
+    now = [1000.0]
+    memory = ClientMemory(str(server.spool), clock=lambda: now[0])
+    for _ in range(MAX_TIMES + 500):  # one client's file keeps at most MAX_TIMES times
+        now[0] += 0.01
+        counted = memory.count_connection("192.0.2.1", 3600)
+    assert counted == MAX_TIMES and store(server, "192.0.2.1").stat().st_size < MAX_FILE
+    for n in range(300):  # many clients, all gone quiet: swept
+        memory.count_connection(f"10.0.{n // 256}.{n % 256}", 60)
+    memory.punish("198.51.100.1", "talked first")
+    now[0] += 86400 + 61
+    assert memory.sweep() == 302  # 300 quiet clients, 192.0.2.1, and the penalty is over
+    assert sorted(os.listdir(server.spool / FOLDER)) == []
+    memory.punish("198.51.100.2", "talked first", seconds=600)
+    memory.count_connection("198.51.100.3", 60)
+    assert memory.sweep() == 0 and len(os.listdir(server.spool / FOLDER)) == 2
+    assert memory.sweep(keep=1) == 1  # past KEEP the least recently changed go
+
+
+def test_any_remote_addr_is_a_safe_file_name(server: Server) -> None:
+    memory = ClientMemory(str(server.spool))
+    for addr in ("../../etc/passwd", "2001:db8::1", "a b\nc", "x" * 300):
+        memory.punish(addr, "test")
+        assert memory.penalty(addr) == "test"
+    names = os.listdir(server.spool / FOLDER)
+    assert all("/" not in n and not n.startswith(".") and len(n) < 50 for n in names) and len(names) == 4
 
 
 def test_parallel_connections_share_one_count(server: Server) -> None:
