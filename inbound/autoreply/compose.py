@@ -122,18 +122,27 @@ def message_bytes(message: EmailMessage) -> bytes:
     return message.as_bytes(policy=wire)
 
 
-def sign(data: bytes, config: Config) -> bytes:
-    """DATA with a DKIM-Signature on top when [reply] dkim_* are all set; else DATA."""
+def signing_key(config: Config) -> bytes | None:
+    """The `[reply] dkim_key` (PEM: RSA; else Ed25519) when dkim_domain, dkim_selector and
+    dkim_key are all set, else None; a key file that cannot be read is a TempFail."""
     settings = config.reply
     if not (settings.dkim_domain and settings.dkim_selector and settings.dkim_key):
-        return data
-    import dkim
-
+        return None
     try:
         with open(settings.dkim_key, "rb") as f:
-            key = f.read()
+            return f.read()
     except OSError as e:
         raise TempFail(f"[reply] dkim_key {settings.dkim_key}: {e.strerror}") from None
+
+
+def sign(data: bytes, config: Config) -> bytes:
+    """DATA with a DKIM-Signature on top when [reply] dkim_* are all set; else DATA."""
+    key = signing_key(config)
+    if key is None:
+        return data
+    settings = config.reply
+    import dkim
+
     algorithm = b"rsa-sha256" if b"-----BEGIN" in key else b"ed25519-sha256"
     try:
         signature = dkim.sign(

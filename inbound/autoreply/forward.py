@@ -34,8 +34,8 @@ from __future__ import annotations
 import re
 
 from .. import log
-from ..outcomes import ForwardRefused, TempFail
-from .compose import sign
+from ..outcomes import ForwardRefused
+from .compose import sign, signing_key
 from .transports import TRANSPORTS, PermanentFailure
 
 TYPE_CHECKING = False
@@ -139,18 +139,13 @@ def loop_reason(fields: list[tuple[str, str]], config: Config) -> str:
 def signed(data: bytes, prefix: bytes, fields: list[tuple[str, str]], config: Config, who: str) -> bytes:
     """DATA with our ARC set and DKIM-Signature on top (either left out, and logged, when
     it cannot be made: no key, an Ed25519 key for ARC, no From field, no chain to extend)."""
-    settings = config.reply
-    if not (settings.dkim_domain and settings.dkim_selector and settings.dkim_key):
+    key = signing_key(config)
+    if key is None:
         log.info("%s: no [reply] dkim_* key: forwarded without ARC and DKIM", who)
         return data
     if not any(name == "from" for name, _ in fields):
         log.warning("%s: no From field: forwarded without ARC and DKIM", who)
         return data
-    try:
-        with open(settings.dkim_key, "rb") as f:
-            key = f.read()
-    except OSError as e:
-        raise TempFail(f"[reply] dkim_key {settings.dkim_key}: {e.strerror}") from None
     if b"-----BEGIN" in key:
         data = arc_sealed(data, prefix, key, config, who)
     else:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ..exits import EX_CONFIG, EX_NOINPUT, EX_NOPERM, EX_OK, EX_TEMPFAIL
+from ..exits import EX_NOPERM, EX_OK, EX_TEMPFAIL
 from .send import usage
 
 TYPE_CHECKING = False
@@ -32,26 +32,17 @@ if TYPE_CHECKING:
 
 def forward_main(args: Any) -> int:
     """`send --forward ADDR`: forward a spooled message as its handler would."""
-    from .. import log
-    from ..config import ConfigError, default_path, load
     from ..outcomes import ForwardRefused, TempFail
-    from .reply import spooled_envelope
+    from .reply import envelope_for_send
 
     queue_id = args.queue_id or os.environ.get("QUEUE_ID", "")
     if not queue_id:
         return usage("--forward needs the message: run it from a handler ($QUEUE_ID) or give --queue-id")
     if args.to or args.body is not None or args.file or args.subject is not None or args.attach:
         return usage("--forward sends the message as it was received: leave out --to, --body, --file...")
-    try:
-        config = load(getattr(args, "config", None) or default_path())
-    except ConfigError as e:
-        print(f"mailserver send: {e}", file=sys.stderr)
-        return EX_CONFIG
-    log.setup(config.server.log, config.server.log_level)
-    envelope = spooled_envelope(config, queue_id, args.handler)
-    if envelope is None:
-        print(f"mailserver send: no message {queue_id!r} in the spool {config.server.spool}", file=sys.stderr)
-        return EX_NOINPUT
+    envelope = envelope_for_send(args, queue_id)
+    if isinstance(envelope, int):
+        return envelope
     try:
         mail_from = envelope.forward(args.forward)
     except ForwardRefused as e:

@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 
 def reply_main(args: Any) -> int:
     """`send --reply [QUEUE_ID]`: answer a spooled message as its handler would."""
-    from .. import log
-    from ..config import ConfigError, load
     from ..outcomes import TempFail
 
     queue_id = args.reply or os.environ.get("QUEUE_ID", "")
@@ -45,21 +43,9 @@ def reply_main(args: Any) -> int:
         return usage("--reply answers the message's envelope sender: leave out --to")
     if args.body is None and not args.file:
         return usage("--reply needs --body B or --file F (- for stdin)")
-    config_path = getattr(args, "config", None)
-    if not config_path:
-        from ..config import default_path
-
-        config_path = default_path()
-    try:
-        config = load(config_path)
-    except ConfigError as e:
-        print(f"mailserver send: {e}", file=sys.stderr)
-        return EX_CONFIG
-    log.setup(config.server.log, config.server.log_level)
-    envelope = spooled_envelope(config, queue_id, args.handler)
-    if envelope is None:
-        print(f"mailserver send: no message {queue_id!r} in the spool {config.server.spool}", file=sys.stderr)
-        return EX_NOINPUT
+    envelope = envelope_for_send(args, queue_id)
+    if isinstance(envelope, int):
+        return envelope
     try:
         body = args.body if args.body is not None else read_input(args.file).decode("utf-8", "replace")
         attachments = []
@@ -81,6 +67,25 @@ def reply_main(args: Any) -> int:
     else:
         print(f"mailserver send: reply not sent: {result.detail}", file=sys.stderr)
     return EX_OK
+
+
+def envelope_for_send(args: Any, queue_id: str) -> Any:
+    """The config loaded (`--config`, else the default), the log set up, and the Envelope
+    of spooled message QUEUE_ID for `send --reply`/`--forward`; or the exit status."""
+    from .. import log
+    from ..config import ConfigError, default_path, load
+
+    try:
+        config = load(getattr(args, "config", None) or default_path())
+    except ConfigError as e:
+        print(f"mailserver send: {e}", file=sys.stderr)
+        return EX_CONFIG
+    log.setup(config.server.log, config.server.log_level)
+    envelope = spooled_envelope(config, queue_id, args.handler)
+    if envelope is None:
+        print(f"mailserver send: no message {queue_id!r} in the spool {config.server.spool}", file=sys.stderr)
+        return EX_NOINPUT
+    return envelope
 
 
 def spooled_envelope(config: Any, queue_id: str, handler: str | None = None) -> Any:
