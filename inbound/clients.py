@@ -38,6 +38,7 @@ MAX_TIMES = 10_000  # connection times kept per client (a rate above this never 
 MAX_CLIENTS = 100_000
 SWEEP_ONE_IN = 2_000
 PENALTY_SECONDS = 600.0  # how long a client that misbehaved is answered 421 at connect
+MAX_AHEAD = 3600.0  # a penalty or an answer further ahead (a clock stepped back, an edit) is void
 _SAFE = frozenset("0123456789abcdefABCDEF.:")
 
 
@@ -96,12 +97,20 @@ def file_name(addr: str) -> str:
     return "h" + digest.hexdigest()[:32]
 
 
+def _ours(name: str) -> bool:
+    """NAME is one file_name() makes."""
+    if name.startswith("h") and len(name) == 33:
+        return all(c in "0123456789abcdef" for c in name[1:])
+    return 0 < len(name) <= 45 and all(c in "0123456789abcdefABCDEF._" for c in name) and name[0] != "."
+
+
 class ClientMemory:
     def __init__(self, spool: str, clock: object = time.time) -> None:
         self.folder = os.path.join(spool, FOLDER)
         self.path = self.folder  # what the log lines name
         self.clock = clock
-        self.broken = False
+        self.broken = False  # a trouble was logged (once per connection)
+        self.reset_logged = False
 
     def now(self) -> float:
         return float(self.clock())  # type: ignore[operator]
@@ -153,9 +162,18 @@ class ClientMemory:
     def _read(self, fd: int, addr: str) -> _Entry:
         data = os.pread(fd, MAX_FILE + 1, 0)
         if len(data) > MAX_FILE or (data and not data.endswith(b"\n")) or b"\0" in data:
-            log.error("client memory: the file of %s was unreadable: starting it afresh", addr)
+            if not self.reset_logged:
+                log.warning("client memory: the file of %s is corrupt or too large: starting it afresh", addr)
+                self.reset_logged = True
             return _Entry()
-        return _Entry.parse(data)
+        entry = _Entry.parse(data)
+        now = self.now()  # nothing from the future: a clock stepped back, or a hand edit
+        entry.times = [t for t in entry.times if t <= now + 1]
+        if entry.until > now + MAX_AHEAD:
+            entry.until = 0.0
+        if entry.dnsbl_until > now + MAX_AHEAD:
+            entry.dnsbl_until = 0.0
+        return entry
 
     def _read_only(self, addr: str) -> _Entry | None:
         if not addr:
@@ -214,7 +232,7 @@ class ClientMemory:
 
     def punish(self, addr: str, why: str, seconds: float = PENALTY_SECONDS) -> None:
         """Turn ADDR away at connect for SECONDS, saying WHY in the log."""
-        until = self.now() + seconds
+        until = self.now() + min(seconds, MAX_AHEAD)
         text = "".join(c if " " <= c <= "~" else "?" for c in why)[:200]
 
         def set_penalty(entry: _Entry) -> None:
@@ -258,6 +276,8 @@ class ClientMemory:
             return 0
         alive = []
         for item in files:
+            if not _ours(item.name):
+                continue  # not a client's file: left alone
             try:
                 with open(item.path, "rb") as f:
                     entry = _Entry.parse(f.read(MAX_FILE + 1))

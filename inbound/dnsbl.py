@@ -69,6 +69,7 @@ def lookup(config: Config, addr: str, memory: ClientMemory | None = None) -> lis
 
     resolver = Resolver.from_settings(config.checks)
     found = []
+    failed = False
     for zone in zones:
         name = reversed_name(addr, zone)
         if name is None:
@@ -78,12 +79,13 @@ def lookup(config: Config, addr: str, memory: ClientMemory | None = None) -> lis
             code = listed_code(values)
         except DNSError as e:
             log.warning("dnsbl %s: lookup of %s failed (%s): not counted as listed", zone, addr, e)
+            failed = True
             continue
         if code:
             found.append(f"{zone}={code}")
         elif values and all(v.startswith("127.255.255.") for v in values):
             log.warning("dnsbl %s answers %s for %s: the list refuses our queries", zone, values[0], addr)
-    if memory is not None:
+    if memory is not None and not failed:  # a failure is no answer: the next connection asks
         memory.cache_dnsbl(addr, key, found, CACHE_SECONDS)
     if found:
         log.info("client %s is listed: %s", addr, " ".join(found))

@@ -76,3 +76,10 @@ def test_cached_answers_are_of_the_configured_zones_only(server: Server, dns_ser
         "dnsbl error.test answers 127.255.255.254 for 192.0.2.10: the list refuses our queries"
         in server.log()
     )
+
+
+def test_a_failed_lookup_is_not_cached_as_not_listed(server: Server, dns_server) -> None:  # type: ignore[no-untyped-def]
+    blocklists(server, dns_server, dnsbl="slow.test")  # times out: no answer
+    assert b"250 2.0.0 OK queued" in server.smtp(dialogue(), remote_addr=LISTED)
+    dns_server.serve({"10.2.0.192.slow.test": [{"A": "127.0.0.2"}]})  # the list answers again
+    assert b"554 5.7.1" in server.smtp(dialogue(), remote_addr=LISTED)  # asked again, not cached

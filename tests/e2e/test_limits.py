@@ -92,7 +92,7 @@ def test_a_corrupt_or_huge_store_file_is_started_afresh_and_mail_flows(server: S
         store(server).parent.mkdir(exist_ok=True)
         store(server).write_bytes(garbage)
         assert b"250 2.0.0 OK queued" in server.smtp(dialogue())
-        assert "was unreadable: starting it afresh" in server.log()
+        assert "is corrupt or too large: starting it afresh" in server.log()
         assert store(server).read_bytes().startswith(b"c ") and store(server).stat().st_size < 100
 
 
@@ -151,3 +151,19 @@ def test_parallel_connections_share_one_count(server: Server) -> None:
     for thread in threads:
         thread.join()
     assert sorted(r[0] for r in results) == [220] * 4 + [421] * 4
+
+
+def test_times_from_the_future_are_void(server: Server) -> None:
+    server.write_config(limits={"rate": "2"})
+    store(server).parent.mkdir(exist_ok=True)
+    ahead = time.time() + 18 * 3600  # a clock stepped back, or a hand edit
+    store(server).write_text(f"c {ahead} {ahead} {ahead}\np {ahead} talked before the greeting\n")
+    assert codes(server.smtp(b"QUIT\r\n")) == [220, 221]  # neither penalised nor over the rate
+
+
+def test_a_folder_of_other_files_is_left_alone_by_the_sweep(server: Server) -> None:
+    memory = ClientMemory(str(server.spool), clock=lambda: 1000.0)
+    memory.count_connection("192.0.2.1", 60)
+    (server.spool / FOLDER / "notes.txt").write_text("mine")
+    assert ClientMemory(str(server.spool), clock=lambda: 1000.0 + 90000).sweep() == 1
+    assert os.listdir(server.spool / FOLDER) == ["notes.txt"]
