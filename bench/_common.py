@@ -28,6 +28,13 @@ arc = no
 """
 
 
+def checked_config(dns: str, timeout: float = 2) -> str:
+    """CONFIG with every check on (SPF, DKIM, DMARC, ARC) against the DNS server at DNS."""
+    head = CONFIG.split("[checks]\n")[0]
+    checks = "".join(f"{name} = yes\n" for name in ("spf", "dkim", "dmarc", "arc"))
+    return f"{head}[checks]\n{checks}dns_servers = {dns}\ndns_timeout = {timeout:g}\n"
+
+
 def rounds_and_against(default_rounds: int) -> tuple[int, str]:
     """`SCRIPT [ROUNDS|SIZE] [--against DIR]`: the number, and the other checkout ("" if none)."""
     args = sys.argv[1:]

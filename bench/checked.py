@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from _common import MAILSERVER, PYTHON, ROOT, server_folder
+from _common import MAILSERVER, PYTHON, ROOT, checked_config, server_folder
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from dns_server import DNSTestServer  # noqa: E402  (test scaffolding: dnslib, a dev dependency)
@@ -38,22 +38,6 @@ from dns_server import DNSTestServer  # noqa: E402  (test scaffolding: dnslib, a
 KEYS = os.path.join(ROOT, "tests", "data", "dkim")
 CLIENT = "192.0.2.10"
 
-CONFIG = """\
-[server]
-hostname = bench.example
-domains = example.org
-spool = spool
-log = server.log
-[handlers]
-dir = handlers
-[checks]
-spf = yes
-dkim = yes
-dmarc = yes
-arc = yes
-dns_servers = 127.0.0.1:{port}
-dns_timeout = {timeout}
-"""
 
 # The handler keeps what it saw (a shell builtin: no process) and reads the message.
 SINK = '#!/bin/sh\necho "$AUTHENTICATION_RESULTS" > "$(dirname "$0")/../authres"\nexec cat > /dev/null\n'
@@ -119,7 +103,7 @@ def main() -> int:
     rounds = int(args[0]) if args else 30
     dns = DNSTestServer()
     dns.serve(zone())
-    root = server_folder(CONFIG.format(port=dns.port, timeout=timeout), SINK)
+    root = server_folder(checked_config(f"127.0.0.1:{dns.port}", timeout), SINK)
     message = signed_message()
     session = dialogue(message)
     config = os.path.join(root, "config.ini")
@@ -133,7 +117,7 @@ def main() -> int:
     roots = [root]
     if against:  # its own folder: the two trees must not take turns rebuilding each other's caches
         theirs = os.path.join(against, "mailserver.py")
-        roots.append(server_folder(CONFIG.format(port=dns.port, timeout=timeout), SINK))
+        roots.append(server_folder(checked_config(f"127.0.0.1:{dns.port}", timeout), SINK))
         their_config = os.path.join(roots[1], "config.ini")
         cases["checked@against"] = ([PYTHON, "-I", "-S", theirs, "--config", their_config], session)
     try:
@@ -166,7 +150,7 @@ def hostile_run(rounds: int, kind: str, timeout: float, against: str) -> int:
 
     dns = DNSTestServer()
     dns.serve(hostile_dns.zone(kind))
-    root = server_folder(CONFIG.format(port=dns.port, timeout=timeout), SINK)
+    root = server_folder(checked_config(f"127.0.0.1:{dns.port}", timeout), SINK)
     session = (
         b"EHLO mail.evil.example\r\nMAIL FROM:<boss@evil.example>\r\nRCPT TO:<sink@example.org>\r\n"
         b"DATA\r\n" + hostile_dns.message() + b".\r\nQUIT\r\n"

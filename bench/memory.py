@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 
-from _common import MAILSERVER, PYTHON, ROOT, rounds_and_against, server_folder
+from _common import MAILSERVER, PYTHON, ROOT, checked_config, rounds_and_against, server_folder
 
 LINE = b"x" * 76 + b"\r\n"
 CLIENT = "192.0.2.10"
@@ -69,19 +69,6 @@ sys.stdin.read()
 """
 # The handler keeps what it saw (a shell builtin: no process) and reads the message.
 SINK = '#!/bin/sh\necho "$AUTHENTICATION_RESULTS" > "$(dirname "$0")/../authres"\nexec cat > /dev/null\n'
-CHECKED = """\
-[server]
-hostname = bench.example
-domains = example.org
-spool = spool
-log = server.log
-max_message_size = 104857600
-[handlers]
-dir = handlers
-[checks]
-dns_servers = 127.0.0.1:{port}
-dns_timeout = 2
-"""
 
 
 def feed(pipe, head: bytes, body: str | int) -> None:  # type: ignore[no-untyped-def]
@@ -223,7 +210,7 @@ def main() -> int:
     )
     port = int(dns.stdout.readline())  # type: ignore[union-attr]
     plain = server_folder()
-    checked = server_folder(CHECKED.format(port=port), SINK)
+    checked = server_folder(checked_config(f"127.0.0.1:{port}"), SINK)
     try:
         signed = os.path.join(checked, "signed.eml")
         key = os.path.join(keys, "test-rsa2048.pem")

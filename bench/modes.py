@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 
-from _common import PYTHON, ROOT
+from _common import PYTHON, ROOT, checked_config
 
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from dns_server import DNSTestServer  # noqa: E402  (test scaffolding, a real DNS server)
@@ -51,21 +51,7 @@ SINK = """#!/bin/sh
 out="{out}/$QUEUE_ID"
 cat > "$out.tmp" && mv "$out.tmp" "$out.eml"
 """
-CONFIG = """\
-[server]
-hostname = bench.example
-domains = example.org
-spool = {root}/spool
-log = {root}/server.log
-[handlers]
-dir = {root}/handlers
-[checks]
-spf = yes
-dkim = yes
-dmarc = yes
-arc = yes
-dns_servers = {dns}
-dns_timeout = 2
+SERVE = """\
 [serve]
 max_connections = 50
 max_per_source = 50
@@ -250,7 +236,7 @@ def main() -> int:
                 f.write(SINK.format(out=f"{root}/out-{name}"))
             os.chmod(f"{root}/{name}/handlers/sink", 0o755)
             with open(f"{root}/{name}/config.ini", "w") as f:
-                f.write(CONFIG.format(root=f"{root}/{name}", dns=f"{host}:{port}"))
+                f.write(checked_config(f"{host}:{port}") + SERVE)  # paths relative to it
         script = os.path.join(ROOT, "mailserver.py")
         for sub in ("tmp", "new", "cur"):
             os.makedirs(f"{root}/Maildir/{sub}")

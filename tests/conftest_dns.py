@@ -14,7 +14,7 @@ from dns_server import DNSTestServer
 
 from inbound.config import CheckSettings
 
-__all__ = ["check_settings", "dns_server", "dns_server_process_wide"]
+__all__ = ["check_settings", "checks_against", "dns_server", "dns_server_process_wide"]
 
 #: Short, so the suite's TIMEOUT names cost little; far above a loopback round trip.
 TEST_DNS_TIMEOUT = 0.6
@@ -32,6 +32,14 @@ def dns_server(dns_server_process_wide: DNSTestServer) -> DNSTestServer:
     """The DNS server on 127.0.0.1, serving nothing until `dns_server.serve(zone)`."""
     dns_server_process_wide.serve({})
     return dns_server_process_wide
+
+
+def checks_against(server: DNSTestServer, **overrides: str) -> dict[str, str]:
+    """The `[checks]` section for Server.write_config(checks=...): every check on, asking
+    SERVER, dns_timeout 2 s, unless OVERRIDES say otherwise."""
+    host, port = server.address
+    checks = {name: "yes" for name in ("spf", "dkim", "dmarc", "arc")}
+    return {**checks, "dns_servers": f"{host}:{port}", "dns_timeout": "2", **overrides}
 
 
 def make_check_settings(server: DNSTestServer, **overrides: Any) -> CheckSettings:

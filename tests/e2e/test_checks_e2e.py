@@ -5,6 +5,7 @@ from __future__ import annotations
 import authres
 import dkim
 from conftest import TEST_DATA, Server, codes, replies
+from conftest_dns import checks_against
 
 DATA = TEST_DATA / "dkim"
 EHLO = b"EHLO mail.sender.example\r\n"
@@ -36,18 +37,7 @@ def signed(body: bytes = b"Hello.\r\n", tamper: bool = False) -> bytes:
 
 
 def checks_on(server: Server, dns_server, **extra: str) -> None:  # type: ignore[no-untyped-def]
-    host, port = dns_server.address
-    server.write_config(
-        checks={
-            "spf": "yes",
-            "dkim": "yes",
-            "dmarc": "yes",
-            "arc": "yes",
-            "dns_servers": f"{host}:{port}",
-            "dns_timeout": "2",
-            **extra,
-        }
-    )
+    server.write_config(checks=checks_against(dns_server, **extra))
 
 
 def send(server: Server, message: bytes, remote_addr: str = "192.0.2.10") -> bytes:

@@ -13,6 +13,7 @@ import time
 import hostile_dns
 import pytest
 from conftest import Server, codes
+from conftest_dns import checks_against
 
 from inbound.checks import MAX_CNAME_HOPS, MAX_QUERIES, TIME_LIMIT_FACTOR
 
@@ -22,17 +23,12 @@ DNS_TIMEOUT = 0.5
 @pytest.mark.parametrize("kind", ["slow", "chains"])
 def test_a_hostile_message_is_checked_within_the_budget(server: Server, dns_server, kind: str) -> None:  # type: ignore[no-untyped-def]
     dns_server.serve(hostile_dns.zone(kind))
-    host, port = dns_server.address
     server.write_config(
-        checks={
-            "spf": "yes",
-            "dkim": "yes",
-            "dmarc": "yes",
-            "arc": "yes",
-            "dmarc_reject": "yes",  # so the client waits for the checks before its reply
-            "dns_servers": f"{host}:{port}",
-            "dns_timeout": str(DNS_TIMEOUT),
-        }
+        checks=checks_against(
+            dns_server,
+            dmarc_reject="yes",  # so the client waits for the checks before its reply
+            dns_timeout=str(DNS_TIMEOUT),
+        )
     )
     session = (
         b"EHLO mail.evil.example\r\nMAIL FROM:<boss@evil.example>\r\nRCPT TO:<sink@example.org>\r\n"
@@ -66,13 +62,8 @@ def test_a_client_whose_message_spent_the_budget_is_turned_away_for_a_while(
     server: Server, dns_server
 ) -> None:  # type: ignore[no-untyped-def]
     dns_server.serve(hostile_dns.zone("chains"))
-    host, port = dns_server.address
     server.write_config(
-        checks={
-            **{check: "yes" for check in ("spf", "dkim", "dmarc", "arc", "dmarc_reject")},
-            "dns_servers": f"{host}:{port}",
-            "dns_timeout": str(DNS_TIMEOUT),
-        },
+        checks=checks_against(dns_server, dmarc_reject="yes", dns_timeout=str(DNS_TIMEOUT)),
         limits={"rate": "100"},  # the per-client memory is on
     )
     session = (

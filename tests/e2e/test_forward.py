@@ -14,6 +14,7 @@ from typing import Any
 import dkim
 import pytest
 from conftest import TEST_DATA, Server, Sink, codes, dialogue, replies
+from conftest_dns import checks_against
 
 from inbound import srs
 
@@ -78,10 +79,8 @@ def forwarding(server: Server, dns_server: Any, smtp_sink: Sink) -> Server:
     """Checks on (DNS on 127.0.0.1), [forward] set, replies by smtp to the sink, signed with
     the test key; a `fwd` handler forwarding to [handler.fwd] to, a `bounces` handler."""
     dns_server.serve(zone())
-    host, port = dns_server.address
     server.write_config(
-        checks={"spf": "yes", "dkim": "yes", "dmarc": "yes", "arc": "yes",
-                "dns_servers": f"{host}:{port}", "dns_timeout": "2"},
+        checks=checks_against(dns_server),
         forward={"srs_domain": "example.org", "srs_secret": SECRET, "bounces": "bounces"},
         reply={"transport": "smtp", "smtp_host": "127.0.0.1", "smtp_port": str(smtp_sink.port),
                "smtp_starttls": "no", "dkim_domain": "example.org", "dkim_selector": "fwd",

@@ -13,6 +13,7 @@ import sys
 
 import dkim
 from conftest import MAILSERVER, TEST_DATA, Server, codes
+from conftest_dns import checks_against
 
 EHLO = b"EHLO mail.sender.example\r\n"
 REFUSED = EHLO + b"MAIL FROM:<alice@sender.example>\r\nRCPT TO:<nobody@example.org>\r\nQUIT\r\n"
@@ -40,9 +41,7 @@ def checks_on(server: Server, dns_server) -> None:  # type: ignore[no-untyped-de
             "_dmarc.sender.example": [{"TXT": "v=DMARC1; p=none"}],
         }
     )
-    host, port = dns_server.address
-    checks = {"spf": "yes", "dkim": "yes", "dmarc": "yes", "arc": "yes"}
-    server.write_config(checks={**checks, "dns_servers": f"{host}:{port}", "dns_timeout": "2"})
+    server.write_config(checks=checks_against(dns_server))
     server.spool.mkdir(exist_ok=True)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import report_samples as samples
 from conftest import ROOT, TEST_DATA, Server, codes, dialogue
+from conftest_dns import checks_against
 
 from inbound.checks.results import AuthResults, DKIMResult
 from inbound.config import Config, load
@@ -992,16 +993,8 @@ def reports_server(server: Server, dns_server: Any) -> Path:  # type: ignore[no-
     dns_server.serve(
         {"sel._domainkey.reporter.example": [{"TXT": f"v=DKIM1; k=rsa; p={DKIM_PUBLIC.read_text().strip()}"}]}
     )
-    host, port = dns_server.address
     server.write_config(
-        checks={
-            "spf": "yes",
-            "dkim": "yes",
-            "dmarc": "yes",
-            "arc": "no",
-            "dns_servers": f"{host}:{port}",
-            "dns_timeout": "2",
-        },
+        checks=checks_against(dns_server, arc="no"),
         handler__reports={"database": "reports.sqlite"},
     )
     shutil.copy(HANDLER, server.handlers / "reports.py")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from conftest import Server, dialogue
+from conftest_dns import checks_against
 
 GATED = """\
 REQUIRE = {require!r}
@@ -19,10 +20,9 @@ def handle(envelope):
 
 
 def checks_on(server: Server, dns_server, **handler_sections: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
-    host, port = dns_server.address
     dns_server.serve({"sender.example": [{"TXT": "v=spf1 ip4:192.0.2.10 -all"}]})
     server.write_config(
-        checks={"spf": "yes", "dkim": "yes", "dmarc": "yes", "arc": "yes", "dns_servers": f"{host}:{port}"},
+        checks=checks_against(dns_server),
         **handler_sections,
     )
 

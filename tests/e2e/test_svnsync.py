@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, Server
+from conftest_dns import checks_against
 
 from inbound.config import Config, load
 from inbound.delivery.router import load_python
@@ -252,9 +253,8 @@ def test_a_forged_commit_mail_over_smtp_does_not_sync(repos: Repos, server: Serv
     shipped handler.  example.org publishes no SPF record: the forged mail is ignored;
     once it authorises the client, the same mail syncs."""
     shutil.copy(ROOT / "handlers" / "svnsync.py", server.handlers / "svnsync.py")
-    host, port = dns_server.address
     server.write_config(
-        checks={"spf": "yes", "dkim": "yes", "dmarc": "yes", "arc": "no", "dns_servers": f"{host}:{port}"},
+        checks=checks_against(dns_server, arc="no"),
         handler__svnsync={"mirror": repos.mirror_url, "senders": "svn@example.org"},
     )
     mail = COMMIT_MAIL.replace(b"@localhost", b"@example.org")
