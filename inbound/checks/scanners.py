@@ -174,6 +174,11 @@ class Verdicts:
     def header_fields(self, authserv_id: str) -> bytes:
         """Our trace fields, Authentication-Results style (authserv-id first), for the top
         of the message handlers get: X-Spam-Result and X-Virus-Result."""
+        lines = [f"{name}: {authserv_id}; {value}\r\n" for name, value in self.results()]
+        return "".join(lines).encode("utf-8", "replace")
+
+    def results(self) -> list[tuple[str, str]]:
+        """(field name, value after the authserv-id) of each configured scanner's verdict."""
         lines = []
         if self.spam is not None:
             spam = self.spam
@@ -185,7 +190,7 @@ class Verdicts:
                 if spam.required is not None:  # rspamd without a reject threshold gives none
                     value += f"; required={spam.required:.2f}"
                 value += f"; symbols={symbols}"
-            lines.append(f"X-Spam-Result: {authserv_id}; {value}\r\n")
+            lines.append(("X-Spam-Result", value))
         if self.virus is not None:
             virus = self.virus
             if virus.status == "infected":
@@ -194,8 +199,8 @@ class Verdicts:
                 value = f"unknown ({_printable(virus.error)})"
             else:
                 value = virus.status
-            lines.append(f"X-Virus-Result: {authserv_id}; {value}\r\n")
-        return "".join(lines).encode("utf-8", "replace")
+            lines.append(("X-Virus-Result", value))
+        return lines
 
 
 def _printable(text: str) -> str:

@@ -126,9 +126,9 @@ def show_message(delivery: Queue, queue_id: str) -> int:
         from ..delivery.deliver import stored_verdicts
 
         verdicts = stored_verdicts(state)
-        for line in verdicts.header_fields("-").decode().splitlines() if verdicts else []:
-            label = "spam:" if line.startswith("X-Spam") else "virus:"
-            print(f"{label:<12} {line.partition('; ')[2]}")  # as in X-Spam-Result, X-Virus-Result
+        for name, value in verdicts.results() if verdicts else []:  # as in X-Spam-Result...
+            label = "spam:" if name == "X-Spam-Result" else "virus:"
+            print(f"{label:<12} {value}")
     for name in record.groups():
         entry = state.handlers.get(name)
         if entry is None:
