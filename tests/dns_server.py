@@ -36,6 +36,7 @@ import socket
 import socketserver
 import struct
 import threading
+import time
 from typing import Any
 
 from dnslib import AAAA, CNAME, MX, PTR, QTYPE, RCODE, RR, TXT, A, DNSRecord
@@ -122,11 +123,27 @@ class DNSTestServer:
         return (self.host, self.port)
 
     def serve(self, zone: Zone) -> None:
-        """Serve ZONE (and nothing else) from now on; forget the query log."""
+        """Serve ZONE (and nothing else) from now on; forget the query log.
+
+        Queries already sent are answered and logged first (a resolver's send-ahead from
+        an earlier test can still be in our socket): a sentinel query goes through."""
         names = compile_zone(zone)
+        self._flush()
         with self._lock:
             self._names = names
             self.queries = []
+
+    def _flush(self, timeout: float = 2.0) -> None:
+        """Wait until a query sent now has been logged: every datagram before it was read."""
+        name = f"flush-{time.monotonic_ns()}.invalid"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(DNSRecord.question(name, "A").pack(), self.address)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with self._lock:
+                    if any(query[0] == name for query in self.queries):
+                        return
+                time.sleep(0.001)
 
     def close(self) -> None:
         for server in (self._udp, self._tcp):
