@@ -12,7 +12,8 @@ Layout under `[server] spool` (SPEC §6); each message is one folder named by it
 A message moves between folders by one atomic rename() of its folder, after fsync of its
 files and of the folder, so whatever is killed when, an accepted message is in exactly one
 place.  Before the final 250 that is four fsyncs: the message, envelope.json, the
-message's folder, then queue/ after the rename.  Whoever works on a message holds flock()
+message's folder, then queue/ after the rename; after it, one when the handlers are done
+(done/ after the move, or queue/ after the removal).  Whoever works on a message holds flock()
 on its folder; the lock follows the folder across renames, so `queue --run` never runs a
 message another process holds.
 
@@ -261,7 +262,6 @@ class Spool:
 
     def receive(self) -> Incoming:
         """Start a new message in incoming/ (creating the spool folders if needed)."""
-        self.ensure()
         while True:
             queue_id = new_queue_id()
             try:
@@ -269,6 +269,8 @@ class Spool:
                 return Incoming(self, queue_id)
             except FileExistsError:
                 continue
+            except FileNotFoundError:  # a new spool: its folders, once
+                self.ensure()
 
     def ids(self, folder: str) -> list[str]:
         try:
@@ -286,15 +288,22 @@ class Spool:
         """One rename of the message's folder, durable once DST is fsync'ed: the rename is
         one metadata transaction (ext4, XFS, btrfs journal both folders together), so
         SRC's fsync would add nothing."""
-        os.makedirs(self.folder(dst), mode=0o750, exist_ok=True)
-        os.rename(self.path(src, queue_id), self.path(dst, queue_id))
+        try:
+            os.rename(self.path(src, queue_id), self.path(dst, queue_id))
+        except FileNotFoundError:  # DST/ itself missing (or SRC: then the rename says so again)
+            os.makedirs(self.folder(dst), mode=0o750, exist_ok=True)
+            os.rename(self.path(src, queue_id), self.path(dst, queue_id))
         fsync_dir(self.folder(dst))
 
-    def remove(self, folder: str, queue_id: str) -> None:
+    def remove(self, folder: str, queue_id: str, durable: bool = False) -> None:
+        """Delete the message's folder; DURABLE: fsync FOLDER/ after, so that the removal
+        (the record that every handler is done) survives a power loss."""
         top = self.path(folder, queue_id)
         for name in os.listdir(top):
             os.unlink(os.path.join(top, name))
         os.rmdir(top)
+        if durable:
+            fsync_dir(self.folder(folder))
 
     def lock(self, folder: str, queue_id: str, wait: bool = False) -> int | None:
         """flock the message's folder; an fd to keep (the lock), or None when someone has it

@@ -47,19 +47,22 @@ class Result:
 class Queue(Delivery):
     """Delivery plus the moves after it, the retry queue and its listing."""
 
-    def settle(self, queue_id: str) -> str:
-        """Move a queued message where its handlers' outcomes say; returns the folder."""
+    def settle(self, queue_id: str, state: State | None = None) -> str:
+        """Move a queued message where its handlers' outcomes say; returns the folder.
+        STATE: as deliver() left it, perhaps not written (its last outcome, all done)."""
         folder = self.spool.path("queue", queue_id)
         record = Record.load(folder)
         assert record is not None
-        state = State.load(folder)
+        unsaved, state = state is not None, State.load(folder) if state is None else state
         statuses = [state.status(name) for name in record.groups()]
         now = self.clock()
         if all(s == "done" for s in statuses):
             if self.config.handlers.keep_done > 0:
+                if unsaved:  # what done/ shows of it; the move is the durable part
+                    state.save(folder, durable=False)
                 self.spool.move(queue_id, "queue", "done")
                 return "done"
-            self.spool.remove("queue", queue_id)
+            self.spool.remove("queue", queue_id, durable=True)
             return "deleted"
         if any(s in ("deferred", "new") for s in statuses):
             age = now - (max(record.received_at, state.retry_from) or now)
@@ -75,8 +78,10 @@ class Queue(Delivery):
         return "failed"
 
     def deliver_queued(self, queue_id: str) -> Result:
-        outcomes = self.deliver(self.spool.path("queue", queue_id))
-        return Result(queue_id, self.settle(queue_id), outcomes)
+        folder = self.spool.path("queue", queue_id)
+        state = State.load(folder)
+        outcomes = self.deliver(folder, state=state)
+        return Result(queue_id, self.settle(queue_id, state), outcomes)
 
     def deliver_safely(self, queue_id: str) -> Result | None:
         """deliver_queued() inside the delivery stage's one exception boundary."""

@@ -627,9 +627,9 @@ def test_only_ascii_space_separates_and_only_ascii_letters_match_keywords(
     assert server.ids("queue") == []
 
 
-def test_a_full_disk_after_the_250_is_one_clear_log_line(
-    server: Server, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def full_disk_delivery(server: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[str, object, list[str]]:
+    """A message accepted, then a disk on which state.json cannot be written: its queue id,
+    the delivery's Result (None: it failed), and the log lines naming the message."""
     import errno
 
     from inbound import log
@@ -648,8 +648,32 @@ def test_a_full_disk_after_the_250_is_one_clear_log_line(
 
     monkeypatch.setattr(State, "save", full)
     config = load_config(str(server.config))
-    assert Queue(config, Router(config), Spool(config.server.spool)).deliver_safely(queue_id) is None
+    result = Queue(config, Router(config), Spool(config.server.spool)).deliver_safely(queue_id)
+    return queue_id, result, [text for text in lines if queue_id in text]
 
-    [line] = [text for text in lines if queue_id in text]
-    assert "No space left on device" in line and "left in queue/" in line and "Traceback" not in line
+
+@pytest.mark.parametrize("case", ["deferred", "kept in done/"])
+def test_a_full_disk_after_the_250_is_one_clear_log_line(
+    server: Server, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """An outcome that must be written (a deferral; every handler done, kept in done/) and
+    cannot be: one line says why, and the message stays in queue/."""
+    if case == "deferred":
+        server.add_program("sink", "#!/bin/sh\ncat >/dev/null\nexit 75\n")
+    else:
+        server.write_config(handlers={"keep_done": "1"})
+    queue_id, result, lines = full_disk_delivery(server, monkeypatch)
+    assert result is None
+    [line] = [text for text in lines if "status=" not in text]  # the handler's own line aside
+    assert "No space left on device" in line and "left in queue/" in line
+    assert not any("Traceback" in text for text in lines)
     assert server.ids("queue") == [queue_id]
+
+
+def test_every_handler_done_needs_no_write_before_the_message_is_removed(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """keep_done = 0: the removal of the message is the record that its handlers are done."""
+    queue_id, result, lines = full_disk_delivery(server, monkeypatch)
+    assert result is not None and result.folder == "deleted", lines  # type: ignore[attr-defined]
+    assert server.ids("queue") == [] and server.ids("done") == []
