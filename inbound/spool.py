@@ -12,8 +12,9 @@ Layout under `[server] spool` (SPEC §6); each message is one folder named by it
 A message moves between folders by one atomic rename() of its folder, after fsync of its
 files and of the folder, so whatever is killed when, an accepted message is in exactly one
 place.  Before the final 250 that is four fsyncs: the message, envelope.json, the
-message's folder, then queue/ after the rename; after it, one when the handlers are done
-(done/ after the move, or queue/ after the removal).  Whoever works on a message holds flock()
+message's folder, then queue/ after the rename.  After it, each handler's outcome is two
+(state.json and its folder), except the last one with `keep_done = 0`: the message's
+removal, a rename into incoming/ and its fsync, is then the record.  Whoever works on a message holds flock()
 on its folder; the lock follows the folder across renames, so `queue --run` never runs a
 message another process holds.
 
@@ -262,6 +263,7 @@ class Spool:
 
     def receive(self) -> Incoming:
         """Start a new message in incoming/ (creating the spool folders if needed)."""
+        ensured = False
         while True:
             queue_id = new_queue_id()
             try:
@@ -270,7 +272,10 @@ class Spool:
             except FileExistsError:
                 continue
             except FileNotFoundError:  # a new spool: its folders, once
+                if ensured:
+                    raise
                 self.ensure()
+                ensured = True
 
     def ids(self, folder: str) -> list[str]:
         try:
@@ -295,15 +300,18 @@ class Spool:
             os.rename(self.path(src, queue_id), self.path(dst, queue_id))
         fsync_dir(self.folder(dst))
 
-    def remove(self, folder: str, queue_id: str, durable: bool = False) -> None:
-        """Delete the message's folder; DURABLE: fsync FOLDER/ after, so that the removal
-        (the record that every handler is done) survives a power loss."""
+    def remove(self, folder: str, queue_id: str) -> None:
         top = self.path(folder, queue_id)
         for name in os.listdir(top):
             os.unlink(os.path.join(top, name))
         os.rmdir(top)
-        if durable:
-            fsync_dir(self.folder(folder))
+
+    def discard(self, folder: str, queue_id: str) -> None:
+        """Remove a handled message in one durable step (the record that its handlers are
+        done): one rename back into incoming/, fsync'ed (what is there was never
+        acknowledged, and `queue --run` sweeps what a crash leaves), then the deletion."""
+        self.move(queue_id, folder, "incoming")
+        self.remove("incoming", queue_id)
 
     def lock(self, folder: str, queue_id: str, wait: bool = False) -> int | None:
         """flock the message's folder; an fd to keep (the lock), or None when someone has it

@@ -201,11 +201,11 @@ class Delivery:
 
         ClientMemory(self.config.server.spool).punish(record.remote_addr, f"DNS budget spent: {why}")
 
-    def checks(self, folder: str, record: Record, state: State, save: bool = True) -> AuthResults | None:
+    def checks(self, folder: str, record: Record, state: State) -> AuthResults | None:
         """authenticate() inside the checks' one exception boundary: they report, and a bug
         in them never costs a message (the handlers then see `none (checks failed)`).
-        SAVE: write the results to state.json now (no fsync); deliver() does not, the first
-        handler's outcome is written with them."""
+        The results are written to state.json at once: a program handler's `send --reply`
+        reads them there (and `queue --show` shows them)."""
         before = (state.auth, state.authres)
         try:
             results = self.authenticate(folder, record, state)
@@ -215,15 +215,15 @@ class Delivery:
             log.exception("%s: checks failed", record.queue_id)
             state.authres = f"{self.config.server.hostname}; none (checks failed: {type(e).__name__})"
             results = None
-        if save and (state.auth, state.authres) != before:
+        if (state.auth, state.authres) != before:
             state.save(folder, durable=False)  # lost in a crash, the checks run again: no fsync
         return results
 
     # -- scanners -------------------------------------------------------------
-    def scan(self, folder: str, record: Record, state: State, save: bool = True) -> Verdicts | None:
+    def scan(self, folder: str, record: Record, state: State) -> Verdicts | None:
         """The verdicts of the scanners `[checks]` configures (rspamd, clamd), asked once
-        and kept in state.json (SAVE: now, as checks() does); an `unknown` one is asked
-        again by the next try.  None when no scanner is configured."""
+        and kept in state.json; an `unknown` one is asked again by the next try.  None
+        when no scanner is configured."""
         checks = self.config.checks
         if not (checks.rspamd or checks.clamd):
             return None
@@ -255,8 +255,7 @@ class Delivery:
                 _failure_logged.add(scanner)
                 log.warning("%s: %s; verdict unknown, accepted as unscanned", record.queue_id, failure)
         state.scan = verdicts.to_dict()
-        if save:
-            state.save(folder, durable=False)  # lost in a crash, the scan runs again: no fsync
+        state.save(folder, durable=False)  # lost in a crash, the scan runs again: no fsync
         return verdicts
 
     def scanned(self, folder: str, record: Record) -> Verdicts | None:
@@ -275,12 +274,13 @@ class Delivery:
 
         Each outcome is written to state.json, fsync'ed, as soon as it is known; except,
         when the caller passes the message's STATE (loaded, updated here in place) because
-        it settles the message at once, the last outcome when it leaves every handler done:
-        the message's removal or its move to done/ is then the durable record of it."""
+        it settles the message at once, with `keep_done = 0`, the last outcome when it
+        leaves every handler done: the message's removal is then the durable record of it
+        (settle() writes the outcome after all if the removal fails)."""
         record = Record.load(folder)
         if record is None:
             raise FileNotFoundError(f"{folder}: no envelope record")
-        settling = state is not None
+        removing = state is not None and self.config.handlers.keep_done <= 0
         state = State.load(folder) if state is None else state
         groups = record.groups()
         pending = [
@@ -291,8 +291,8 @@ class Delivery:
         outcomes: dict[str, Outcome] = {}
         if not pending:
             return outcomes
-        auth = self.checks(folder, record, state, save=False)
-        self.scan(folder, record, state, save=False)
+        auth = self.checks(folder, record, state)
+        self.scan(folder, record, state)
         seen, key = self.duplicates(folder)
         for name in pending:
             duplicate = bool(key) and seen.duplicate(key, name, record.queue_id)
@@ -304,7 +304,7 @@ class Delivery:
             entry.status, entry.last_error = outcome.status, outcome.detail
             entry.last_try, entry.recipients = self.clock(), groups[name]
             entry.attempts += 1
-            if not settling or any(state.status(other) != "done" for other in groups):
+            if not removing or any(state.status(other) != "done" for other in groups):
                 state.save(folder)
             detail = f" {outcome.detail}" if outcome.detail else ""
             shown = "failed/" if name == POSTMASTER_TO_FAILED else name

@@ -53,16 +53,14 @@ class Queue(Delivery):
         folder = self.spool.path("queue", queue_id)
         record = Record.load(folder)
         assert record is not None
-        unsaved, state = state is not None, State.load(folder) if state is None else state
+        state = State.load(folder) if state is None else state
         statuses = [state.status(name) for name in record.groups()]
         now = self.clock()
         if all(s == "done" for s in statuses):
             if self.config.handlers.keep_done > 0:
-                if unsaved:  # what done/ shows of it; the move is the durable part
-                    state.save(folder, durable=False)
                 self.spool.move(queue_id, "queue", "done")
                 return "done"
-            self.spool.remove("queue", queue_id, durable=True)
+            self.spool.discard("queue", queue_id)
             return "deleted"
         if any(s in ("deferred", "new") for s in statuses):
             age = now - (max(record.received_at, state.retry_from) or now)
@@ -81,7 +79,16 @@ class Queue(Delivery):
         folder = self.spool.path("queue", queue_id)
         state = State.load(folder)
         outcomes = self.deliver(folder, state=state)
-        return Result(queue_id, self.settle(queue_id, state), outcomes)
+        try:
+            where = self.settle(queue_id, state)
+        except Exception:  # the last outcome, perhaps not written: written now, or it runs again
+            if os.path.isdir(folder):
+                try:
+                    state.save(folder)
+                except OSError:
+                    pass
+            raise
+        return Result(queue_id, where, outcomes)
 
     def deliver_safely(self, queue_id: str) -> Result | None:
         """deliver_queued() inside the delivery stage's one exception boundary."""

@@ -627,9 +627,12 @@ def test_only_ascii_space_separates_and_only_ascii_letters_match_keywords(
     assert server.ids("queue") == []
 
 
-def full_disk_delivery(server: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[str, object, list[str]]:
-    """A message accepted, then a disk on which state.json cannot be written: its queue id,
-    the delivery's Result (None: it failed), and the log lines naming the message."""
+def full_disk_delivery(
+    server: Server, monkeypatch: pytest.MonkeyPatch, durable_only: bool = False
+) -> tuple[str, object, list[str]]:
+    """A message accepted, then a disk on which state.json cannot be written (DURABLE_ONLY:
+    not fsync'ed; the checks' results, which need not be, still can): its queue id, the
+    delivery's Result (None: it failed), and the log lines naming the message."""
     import errno
 
     from inbound import log
@@ -643,7 +646,11 @@ def full_disk_delivery(server: Server, monkeypatch: pytest.MonkeyPatch) -> tuple
     lines: list[str] = []
     monkeypatch.setattr(log, "_write", lambda level, message, args: lines.append(message % args))
 
+    real_save = State.save
+
     def full(self: State, folder: str, durable: bool = True) -> None:
+        if durable_only and not durable:
+            return real_save(self, folder, durable)
         raise OSError(errno.ENOSPC, "No space left on device", f"{folder}/state.json")
 
     monkeypatch.setattr(State, "save", full)
@@ -670,10 +677,74 @@ def test_a_full_disk_after_the_250_is_one_clear_log_line(
     assert server.ids("queue") == [queue_id]
 
 
-def test_every_handler_done_needs_no_write_before_the_message_is_removed(
+def test_every_handler_done_needs_no_fsynced_outcome_before_the_message_is_removed(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """keep_done = 0: the removal of the message is the record that its handlers are done."""
-    queue_id, result, lines = full_disk_delivery(server, monkeypatch)
+    queue_id, result, lines = full_disk_delivery(server, monkeypatch, durable_only=True)
     assert result is not None and result.folder == "deleted", lines  # type: ignore[attr-defined]
     assert server.ids("queue") == [] and server.ids("done") == []
+
+
+def test_a_program_handler_finds_the_checks_results_in_state_json(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`send --reply` from a program handler reads them there (require_auth)."""
+    import inbound.checks as checks
+    from inbound.config import load as load_config
+    from inbound.delivery.queue import Queue
+    from inbound.delivery.router import Router
+    from inbound.spool import Spool
+
+    server.write_config(checks={"spf": "yes"}, reply={"require_auth": "yes"})
+    server.add_program(
+        "sink",
+        """#!/bin/sh
+        cp "$(dirname "$0")/../spool/queue/$QUEUE_ID/state.json" "$(dirname "$0")/../seen.json"
+        exec "$PYTHON" "$MAILSERVER" send --reply --body "hello"
+        """,
+    )
+    mail = b"From: alice@sender.example\r\nTo: sink@example.org\r\nSubject: hi\r\n\r\nhello\r\n"
+    out, session = talk(server, transaction(mail))
+    [queue_id] = session.summary.queue_ids
+    passed = checks.AuthResults(spf=checks.SPFResult("pass", domain="sender.example"))
+    monkeypatch.setattr(checks, "authenticate", lambda *args, **kwargs: passed)
+    config = load_config(str(server.config))
+    assert Queue(config, Router(config), Spool(config.server.spool)).deliver_safely(queue_id) is not None
+    assert '"spf"' in (server.root / "seen.json").read_text()
+    assert list((server.root / "outbox").glob("*.eml")), server.log()
+
+
+def test_a_failed_removal_does_not_run_a_succeeded_handler_again(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last outcome is not written when the removal is to record it; if the removal
+    fails, it is written after all, and `queue --run` only removes the message."""
+    import errno
+
+    from inbound.config import load as load_config
+    from inbound.delivery.queue import Queue
+    from inbound.delivery.router import Router
+    from inbound.spool import Spool
+
+    server.add_program("sink", '#!/bin/sh\ncat >/dev/null\necho run >> "$(dirname "$0")/../runs"\n')
+    out, session = talk(server, transaction())
+    [queue_id] = session.summary.queue_ids
+    real_move = Spool.move
+    failures: list[str] = []
+
+    def move(self: Spool, qid: str, src: str, dst: str) -> None:
+        if dst == "incoming" and not failures:
+            failures.append(qid)
+            raise OSError(errno.EIO, "Input/output error", self.path(src, qid))
+        real_move(self, qid, src, dst)
+
+    monkeypatch.setattr(Spool, "move", move)
+    config = load_config(str(server.config))
+    queue = Queue(config, Router(config), Spool(config.server.spool))
+    assert queue.deliver_safely(queue_id) is None and failures == [queue_id]
+    assert server.ids("queue") == [queue_id]
+    [result] = queue.run_queue(now_too=True)
+    assert result.folder == "deleted"
+    assert (server.root / "runs").read_text().count("run") == 1
+    assert server.ids("queue") == [] and server.ids("incoming") == []
