@@ -24,16 +24,21 @@ _fd: int | None = None
 _tag = "mailserver"
 
 
-def protect_stderr() -> None:
+def protect_stderr(sockets_only: bool = False) -> None:
     """Under xinetd stderr is the client's socket: point it at /dev/null (systemd's journal
-    or a terminal, anything but the connection, is left alone)."""
+    or a terminal, anything but the connection, is left alone).  In inetd mode stdin and
+    stdout are the wire whatever they are (pipes too); SOCKETS_ONLY (the serve master,
+    whose stdin under xinetd is the listening socket): only a socket is, and a file that
+    is both stdout and stderr (`> serve.log 2>&1`) stays a person's log."""
+    import stat
 
     def same(a: int, b: int) -> bool:
         try:
             x, y = os.fstat(a), os.fstat(b)
         except OSError:
             return False
-        return (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
+        wire = not sockets_only or stat.S_ISSOCK(x.st_mode)
+        return wire and (x.st_dev, x.st_ino) == (y.st_dev, y.st_ino)
 
     if same(2, 0) or same(2, 1):
         null = os.open(os.devnull, os.O_WRONLY)

@@ -371,7 +371,7 @@ class Master:
 
 def main(config_path: str, listen: str | None) -> int:
     """Run the master; the exit status."""
-    log.protect_stderr()  # under xinetd, stdout and stderr are the listening socket
+    log.protect_stderr(sockets_only=True)  # under xinetd, stdout and stderr are the listening socket
     try:
         config = load(config_path)
     except ConfigError as e:

@@ -319,8 +319,8 @@ def test_serve_listen_for_development_and_its_errors(tmp_path: Path) -> None:
             str(installation.config),
         ],
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,  # `> serve.log 2>&1`: one file, a person's, not a socket
     )
     try:
         wait_until(lambda: is_listening(port), 20, "serve --listen")
@@ -333,4 +333,6 @@ def test_serve_listen_for_development_and_its_errors(tmp_path: Path) -> None:
         installation.wait_for_deliveries(1)
     finally:
         process.send_signal(signal.SIGINT)
-        assert process.wait(15) == 0
+        output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert f"serving on 127.0.0.1:{port}".encode() in output, output
