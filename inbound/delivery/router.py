@@ -31,6 +31,7 @@ import importlib.machinery
 import os
 import sys
 
+from .. import log
 from ..config import Config, canonical_domain
 
 TYPE_CHECKING = False  # dataclasses cost start-up time; names for type checkers only
@@ -127,6 +128,11 @@ class Router:
             return Route(address, handler=POSTMASTER_TO_FAILED, via="postmaster (no handler: failed/)")
         if catchall:
             return self._to(address, catchall, "catchall")
+        script = os.path.join(self.config.handlers.dir, base)
+        plain = base[:1] not in ("", ".", "_") and "/" not in base
+        if plain and os.path.isfile(script):  # the usual slip: a new script not yet chmod +x
+            log.warning("%s: refused: %s is not executable (chmod +x makes it a handler)", address, script)
+            return Route(address, refusal="no_such_user", via=f"no handler ({script}: not executable)")
         return Route(address, refusal="no_such_user", via="no handler")
 
     def _srs_bounce(self, address: str) -> Route:

@@ -87,6 +87,14 @@ def test_files_starting_with_underscore_or_dot_and_non_executables_are_not_handl
     assert codes(out)[3:5] == [550, 550]
 
 
+def test_a_script_without_the_executable_bit_is_refused_and_the_log_says_why(server: Server) -> None:
+    script = server.add_program("ticket")
+    script.chmod(0o644)
+    assert codes(mail(server, "ticket@example.org", "nobody@example.org"))[3:5] == [550, 550]
+    [line] = [text for text in server.log().splitlines() if "not executable" in text]
+    assert "ticket@example.org" in line and f"{script} is not executable (chmod +x" in line
+
+
 def test_dropping_a_file_in_is_the_whole_deployment(server: Server) -> None:
     assert codes(mail(server, "fresh@example.org"))[3] == 550
     server.add_program("fresh")
