@@ -265,12 +265,11 @@ def main() -> int:
             with open(f"{root}/{name}/config.ini", "w") as f:
                 f.write(checked_config(f"{host}:{port}") + SERVE)  # paths relative to it
         script = os.path.join(ROOT, "mailserver.py")
-        for sub in ("tmp", "new", "cur"):
-            os.makedirs(f"{root}/Maildir/{sub}")
+        for maildir in ("Maildir", "Maildir-fsync"):
+            for sub in ("tmp", "new", "cur"):
+                os.makedirs(f"{root}/{maildir}/{sub}")
         floor_argv = [PYTHON, "-I", "-S", os.path.join(ROOT, "bench", "min_smtpd.py"), f"{root}/Maildir"]
         servers["min_smtpd"] = Server("min_smtpd", floor_argv, True, f"{root}/Maildir/new")
-        for sub in ("tmp", "new", "cur"):
-            os.makedirs(f"{root}/Maildir-fsync/{sub}")
         servers["min_smtpd+fsync"] = Server(
             "min_smtpd+fsync", [*floor_argv[:-1], f"{root}/Maildir-fsync"], True, f"{root}/Maildir-fsync/new",
             env={"MIN_SMTPD_FSYNC": "1"},

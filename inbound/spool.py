@@ -14,9 +14,9 @@ files and of the folder, so whatever is killed when, an accepted message is in e
 place.  Before the final 250 that is four fsyncs: the message, envelope.json, the
 message's folder, then queue/ after the rename.  After it, each handler's outcome is two
 (state.json and its folder), except the last one with `keep_done = 0`: the message's
-removal, a rename into incoming/ and its fsync, is then the record.  Whoever works on a message holds flock()
-on its folder; the lock follows the folder across renames, so `queue --run` never runs a
-message another process holds.
+removal, a rename into incoming/ and its fsync, is then the record.  Whoever works on a
+message holds flock() on its folder; the lock follows the folder across renames, so
+`queue --run` never runs a message another process holds.
 
 Two typed records live beside each message: `Record` (envelope.json, written once when
 the data is complete: sender, recipients and their routes, the client) and `State`

@@ -268,19 +268,23 @@ class Delivery:
 
     # -- handlers -------------------------------------------------------------
     def deliver(
-        self, folder: str, *, inline_only: bool = False, state: State | None = None
+        self,
+        folder: str,
+        *,
+        inline_only: bool = False,
+        state: State | None = None,
+        removed_when_done: bool = False,
     ) -> dict[str, Outcome]:
         """Run the pending handlers of the message in FOLDER; outcomes of this run by handler.
+        STATE: the message's, loaded by the caller (updated here in place).
 
         Each outcome is written to state.json, fsync'ed, as soon as it is known; except,
-        when the caller passes the message's STATE (loaded, updated here in place) because
-        it settles the message at once, with `keep_done = 0`, the last outcome when it
-        leaves every handler done: the message's removal is then the durable record of it
-        (settle() writes the outcome after all if the removal fails)."""
+        REMOVED_WHEN_DONE (the caller removes the message at once when every handler is
+        done), the last outcome when it leaves every handler done: the removal is then
+        the durable record of it."""
         record = Record.load(folder)
         if record is None:
             raise FileNotFoundError(f"{folder}: no envelope record")
-        removing = state is not None and self.config.handlers.keep_done <= 0
         state = State.load(folder) if state is None else state
         groups = record.groups()
         pending = [
@@ -304,7 +308,7 @@ class Delivery:
             entry.status, entry.last_error = outcome.status, outcome.detail
             entry.last_try, entry.recipients = self.clock(), groups[name]
             entry.attempts += 1
-            if not removing or any(state.status(other) != "done" for other in groups):
+            if not removed_when_done or any(state.status(other) != "done" for other in groups):
                 state.save(folder)
             detail = f" {outcome.detail}" if outcome.detail else ""
             shown = "failed/" if name == POSTMASTER_TO_FAILED else name

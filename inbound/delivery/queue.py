@@ -78,7 +78,7 @@ class Queue(Delivery):
     def deliver_queued(self, queue_id: str) -> Result:
         folder = self.spool.path("queue", queue_id)
         state = State.load(folder)
-        outcomes = self.deliver(folder, state=state)
+        outcomes = self.deliver(folder, state=state, removed_when_done=self.config.handlers.keep_done <= 0)
         try:
             where = self.settle(queue_id, state)
         except Exception:  # the last outcome, perhaps not written: written now, or it runs again

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 POSTMASTER_TO_FAILED = "-failed"  # route of postmaster mail nobody takes: straight to failed/
 SRS_PREFIXES = ("SRS0=", "SRS0+", "SRS0-", "SRS1=", "SRS1+", "SRS1-")  # srs.is_srs(), not imported
+NOT_HANDLERS = ("_", ".")  # files in the handlers folder starting so are not handlers
 
 
 class Handler:
@@ -129,7 +130,7 @@ class Router:
         if catchall:
             return self._to(address, catchall, "catchall")
         script = os.path.join(self.config.handlers.dir, base)
-        plain = base[:1] not in ("", ".", "_") and "/" not in base
+        plain = base and not base.startswith(NOT_HANDLERS) and "/" not in base
         if plain and os.path.isfile(script):  # the usual slip: a new script not yet chmod +x
             log.warning("%s: refused: %s is not executable (chmod +x makes it a handler)", address, script)
             return Route(address, refusal="no_such_user", via=f"no handler ({script}: not executable)")
@@ -201,7 +202,7 @@ def discover(folder: str, problems: list[str]) -> dict[str, Handler]:
     names = sorted(os.listdir(folder))
     for filename in names:
         path = os.path.join(folder, filename)
-        if filename.startswith(("_", ".")) or not os.path.isfile(path):
+        if filename.startswith(NOT_HANDLERS) or not os.path.isfile(path):
             continue
         name, ext = os.path.splitext(filename)
         if ext == ".py":
